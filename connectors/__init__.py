@@ -1,0 +1,1 @@
+"""Adapters that expose the plugin to other automation platforms."""

@@ -1,0 +1,165 @@
+"""The ``/zapier/...`` routes (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields, validate
+
+from plugin import events as catalogue
+from plugin.api import register_blueprint
+from plugin.api.auth import caller, require_owner
+from plugin.endpoints import subscribe
+from plugin.errors import Invalid
+from plugin.extension import get_state
+from plugin.host import Chatbot
+from plugin.store import ZAPIER
+
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "samples"
+MAX_SAMPLES = 10
+
+
+@cache
+def load_sample(event: str) -> dict[str, Any]:
+    """The published sample payload of ``event`` (``schemas/samples/<event>.json``)."""
+    return json.loads((SAMPLES_DIR / f"{event}.json").read_text())  # type: ignore[no-any-return]
+
+
+class SubscribeIn(Schema):
+    target_url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+    event = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    chatbot_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class SubscriptionOut(Schema):
+    id = fields.String()
+    target_url = fields.String()
+    event = fields.String()
+    chatbot_id = fields.String()
+    created_at = fields.String()
+
+
+class MeOut(Schema):
+    id = fields.String()
+    label = fields.String()
+
+
+class ChatbotOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    type = fields.String()
+
+
+class ChatbotQuery(Schema):
+    event = fields.String(validate=validate.OneOf(catalogue.ALL_EVENTS))
+
+
+class SampleQuery(Schema):
+    chatbot_id = fields.String(validate=validate.Length(min=1, max=200))
+
+
+def _bot_for(chatbot_id: str) -> Chatbot:
+    state = get_state()
+    bot = state.owned_bot(caller(), chatbot_id)
+    if not catalogue.is_eligible(bot.type):
+        abort(403, message=catalogue.ineligible_message(bot.type))
+    return bot
+
+
+def make_blueprint() -> Blueprint:
+    blp = Blueprint("zapier", __name__, description="REST Hooks for the Zapier app.")
+    require_owner(blp)
+
+    @blp.route("/zapier/me")
+    class Me(MethodView):
+        @blp.response(200, MeOut)
+        def get(self) -> dict[str, str]:
+            """Connection test; ``label`` names the connection in Zapier."""
+            owner = caller()
+            return {"id": owner, "label": f"Chatbot webhooks ({owner})"}
+
+    @blp.route("/zapier/chatbots")
+    class Chatbots(MethodView):
+        @blp.arguments(ChatbotQuery, location="query")
+        @blp.response(200, ChatbotOut(many=True))
+        def get(self, query: dict[str, Any]) -> list[dict[str, str]]:
+            """The caller's chatbots that can send ``event`` (all eligible ones without it)."""
+            bots = get_state().chatbots.list_for_owner(caller())
+            event = query.get("event")
+            return [{"id": b.id, "name": b.name or b.id, "type": b.type} for b in bots
+                    if catalogue.is_eligible(b.type)
+                    and (event is None or event in catalogue.events_for(b.type))]
+
+    @blp.route("/zapier/hooks")
+    class Hooks(MethodView):
+        @blp.arguments(SubscribeIn)
+        @blp.response(201, SubscriptionOut)
+        @blp.alt_response(200, schema=SubscriptionOut,
+                          description="Already subscribed: the same subscription.")
+        def post(self, body: dict[str, Any]) -> Any:
+            """Subscribe ``target_url`` to ``event`` of ``chatbot_id`` (idempotent)."""
+            state = get_state()
+            bot = _bot_for(body["chatbot_id"])
+            sub, created = subscribe(state.store, state.settings, bot,
+                                     target_url=body["target_url"], event=body["event"])
+            view = {"id": sub.id, "target_url": sub.url, "event": sub.events[0],
+                    "chatbot_id": sub.chatbot_id, "created_at": sub.created_at}
+            return view, (201 if created else 200)
+
+    @blp.route("/zapier/hooks/<string:subscription_id>")
+    class Hook(MethodView):
+        @blp.response(204)
+        def delete(self, subscription_id: str) -> None:
+            """Unsubscribe. Answers 204 also when it is already gone (or is not yours)."""
+            store = get_state().store
+            sub = store.get_endpoint(subscription_id)
+            if sub is not None and sub.kind == ZAPIER and sub.owner == caller():
+                store.delete_endpoint(sub)
+
+    @blp.route("/zapier/samples/<string:event>")
+    class Samples(MethodView):
+        @blp.arguments(SampleQuery, location="query")
+        @blp.doc(responses={"200": {
+            "description": "Events in the delivered payload shape, newest first.",
+            "content": {"application/json": {"schema": {
+                "type": "array", "items": {"type": "object"}}}}}})
+        def get(self, query: dict[str, Any], event: str) -> ResponseReturnValue:
+            """Newest real events of this type, as delivered; the published sample if none."""
+            if event not in catalogue.ALL_EVENTS:
+                raise Invalid(f"Unknown event '{event}'.",
+                              {"event": [f"One of: {', '.join(catalogue.ALL_EVENTS)}."]})
+            state = get_state()
+            if "chatbot_id" in query:
+                bot = _bot_for(query["chatbot_id"])
+                if event not in catalogue.events_for(bot.type):
+                    raise Invalid(f"A '{bot.type}' chatbot does not send '{event}'.")
+                bots = [bot]
+            else:
+                bots = [b for b in state.chatbots.list_for_owner(caller())
+                        if event in catalogue.events_for(b.type)]
+            found = [e for b in bots
+                     for e in state.store.recent_events(b.id, event, MAX_SAMPLES)]
+            found.sort(key=lambda e: e["created_at"], reverse=True)
+            return jsonify(found[:MAX_SAMPLES] or [load_sample(event)])
+
+    return blp
+
+
+class ZapierConnector:
+    """Mounts the Zapier routes on an app that already has ``ChatbotWebhooks``."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        state = get_state(app)
+        api = app.extensions["flask-smorest"]["apis"]["WEBHOOKS_"]["ext_obj"]
+        register_blueprint(api, make_blueprint(), state.settings)

@@ -1,0 +1,58 @@
+"""Who is calling: checked before any body is parsed, so an anonymous caller always gets 401
+(never a validation error that would reveal the schema)."""
+
+from __future__ import annotations
+
+from flask import g, request
+from flask_smorest import Blueprint, abort
+
+from .. import events as catalogue
+from ..extension import WebhooksState, get_state
+from ..host import Chatbot, keys_equal, presented_key
+
+
+def require_owner(blp: Blueprint) -> Blueprint:
+    """Make every route of ``blp`` need an owner's API key."""
+
+    @blp.before_request
+    def _authenticate() -> None:
+        owner = get_state().identify(request)
+        if not owner:
+            abort(401, message="Missing or invalid API key. Send 'Authorization: Bearer <key>' "
+                               "or 'X-API-Key: <key>'.")
+        g.webhooks_owner = owner
+
+    return blp
+
+
+def require_platform(blp: Blueprint) -> Blueprint:
+    """Make every route of ``blp`` need ``WEBHOOKS_PLATFORM_KEY`` (404 while it is unset)."""
+
+    @blp.before_request
+    def _authenticate() -> None:
+        state = get_state()
+        platform_key = state.settings.platform_key
+        if not platform_key:
+            abort(404, message="Emitting over HTTP is off (WEBHOOKS_PLATFORM_KEY unset).")
+        key = presented_key(request)
+        if key is None or not keys_equal(key, platform_key):
+            if state.identify(request):
+                abort(403, message="Only the platform may emit events; an owner's key cannot.")
+            abort(401, message="Send 'Authorization: Bearer <platform key>'.")
+
+    return blp
+
+
+def caller() -> str:
+    return str(g.webhooks_owner)
+
+
+def eligible_bot(chatbot_id: str) -> tuple[WebhooksState, Chatbot]:
+    """The caller's bot if it may have webhooks: 404 when unknown or not the caller's, 403 for a
+    type that cannot have webhooks."""
+    state = get_state()
+    bot = state.owned_bot(caller(), chatbot_id)
+    if not catalogue.is_eligible(bot.type):
+        abort(403, message=catalogue.ineligible_message(bot.type),
+              errors={"eligible_types": list(catalogue.ELIGIBLE_BOT_TYPES)})
+    return state, bot

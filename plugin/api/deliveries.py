@@ -1,0 +1,49 @@
+"""The delivery log of a webhook, and redelivery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from .. import endpoints
+from ..errors import Invalid
+from .auth import eligible_bot, require_owner
+from .schemas import DeliveryOut, DeliveryPage, DeliveryQuery
+
+BASE = "/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/deliveries"
+
+
+def make_blueprint() -> Blueprint:
+    blp = Blueprint("webhook-deliveries", __name__,
+                    description="What was sent to a webhook, and sending it again.")
+    require_owner(blp)
+
+    @blp.route(BASE)
+    class Deliveries(MethodView):
+        @blp.arguments(DeliveryQuery, location="query")
+        @blp.response(200, DeliveryPage)
+        def get(self, query: dict[str, Any], chatbot_id: str, webhook_id: str
+                ) -> dict[str, Any]:
+            """Newest first. Page on with ``starting_after=<last id of the page>``."""
+            state, bot = eligible_bot(chatbot_id)
+            webhook = endpoints.get_webhook(state.store, bot, webhook_id)
+            try:
+                page, more = state.store.delivery_log(
+                    webhook.id, limit=query["limit"], starting_after=query.get("starting_after"))
+            except KeyError:
+                raise Invalid("starting_after names no delivery of this webhook.",
+                              {"starting_after": ["Unknown delivery id."]}) from None
+            return {"data": page, "has_more": more}
+
+    @blp.route(BASE + "/<string:delivery_id>/redeliver")
+    class Redeliver(MethodView):
+        @blp.response(202, DeliveryOut)
+        def post(self, chatbot_id: str, webhook_id: str, delivery_id: str) -> Any:
+            """Send the same event (same id) again, as a new delivery."""
+            state, bot = eligible_bot(chatbot_id)
+            webhook = endpoints.get_webhook(state.store, bot, webhook_id)
+            return state.redeliver(webhook, delivery_id)
+
+    return blp

@@ -1,0 +1,216 @@
+"""Marshmallow schemas: they validate input and generate the OpenAPI spec, so the two cannot
+disagree. Input schemas refuse unknown fields (marshmallow's default) and coerce nothing: a
+string is not a boolean, a number is not a string."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from .. import events as catalogue
+from ..events import utc_iso
+from ..store import Endpoint
+
+NAME_RULE = validate.Regexp(
+    r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$",
+    error="1-64 characters: letters, digits, space, '_', '-' or '.', starting with a letter "
+          "or digit.",
+)
+PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+MAX_PARAMS = 50
+MAX_PARAM_TEXT = 1024
+MAX_URL = 2048
+
+
+class StrictBool(fields.Boolean):
+    """Only JSON ``true`` / ``false`` (``1 in {True}`` holds in Python, hence the type test)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("Must be true or false.")
+        return value
+
+
+class Scalar(fields.Raw):
+    """A custom parameter value: string, number, boolean or null."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ValidationError("Must be a string, number, boolean or null.")
+        if isinstance(value, str) and len(value) > MAX_PARAM_TEXT:
+            raise ValidationError(f"At most {MAX_PARAM_TEXT} characters.")
+        return value
+
+
+def check_param_names(params: dict[str, Any]) -> None:
+    if len(params) > MAX_PARAMS:
+        raise ValidationError(f"At most {MAX_PARAMS} custom parameters.")
+    problems: dict[str, list[str]] = {}
+    for name in params:
+        if name in catalogue.RESERVED_PARAM_NAMES:
+            problems[name] = ["This name is reserved by the platform."]
+        elif name in catalogue.ENVELOPE_KEYS:
+            problems[name] = ["This name is a key of the event envelope."]
+        elif not PARAM_NAME.match(name):
+            problems[name] = ["Names are 1-64 letters, digits, '_' or '-', "
+                              "not starting with a digit."]
+    if problems:
+        raise ValidationError(problems)
+
+
+def url_field(**kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.Length(min=1, max=MAX_URL), **kwargs)
+
+
+class UrlIn(Schema):
+    url = url_field(required=True, metadata={"description": "Where to POST events."})
+
+
+class KaraboAdded(Schema):
+    message = fields.String(metadata={"example": "New Webhook has been added, you can now "
+                                                 "start listening on the URL for updates."})
+    webhook_id = fields.String()
+    url = fields.String()
+    secret = fields.String(metadata={"description": "Shown only here: verify signatures "
+                                                    "with it."})
+
+
+class KaraboUpdated(Schema):
+    chatbot_id = fields.String(metadata={
+        "description": "Kept for compatibility: the key really is chatbot_id.",
+        "example": "Existing webhook URL was updated, you can now start listening on the new "
+                   "URL for updates."})
+    webhook_id = fields.String()
+    url = fields.String()
+
+
+class KaraboShown(Schema):
+    chatbot_id = fields.String()
+    webhook_id = fields.String()
+    url = fields.String()
+    active = fields.Boolean()
+    events = fields.List(fields.String())
+
+
+class Message(Schema):
+    message = fields.String()
+
+
+class WebhookBase(Schema):
+    name = fields.String(validate=NAME_RULE)
+    url = url_field()
+    events = fields.List(
+        fields.String(validate=validate.OneOf(catalogue.ALL_EVENTS)),
+        validate=validate.Length(min=1, max=len(catalogue.ALL_EVENTS) * 2),
+        metadata={"description": "Events to receive (default: all the bot's type sends)."},
+    )
+    custom_params = fields.Dict(
+        keys=fields.String(), values=Scalar(allow_none=True),
+        metadata={"description": "Added as top-level keys to every payload. Reserved: "
+                                 + ", ".join(sorted(catalogue.REFUSED_PARAM_NAMES))},
+    )
+    active = StrictBool()
+
+    @validates("custom_params")
+    def _params(self, value: dict[str, Any], **_kwargs: Any) -> None:
+        check_param_names(value)
+
+
+class WebhookCreate(WebhookBase):
+    name = fields.String(required=True, validate=NAME_RULE)
+    url = url_field(required=True)
+    secret = fields.String(
+        validate=validate.Length(max=200),
+        metadata={"description": "whsec_<base64 of 24-64 bytes>; generated when left out."},
+    )
+
+
+class WebhookUpdate(WebhookBase):
+    """Any subset of the fields; ``active: true`` re-enables a deactivated webhook."""
+
+
+class SecretIn(Schema):
+    secret = fields.String(validate=validate.Length(max=200))
+
+
+class WebhookOut(Schema):
+    id = fields.String()
+    chatbot_id = fields.String()
+    name = fields.String()
+    url = fields.String()
+    events = fields.List(fields.String())
+    custom_params = fields.Dict()
+    active = fields.Boolean()
+    disabled_reason = fields.String(metadata={"description": "Why it is inactive, if it is."})
+    created_at = fields.String()
+    updated_at = fields.String()
+    secret_expires_previous_at = fields.String(
+        metadata={"description": "Until when the previous secret also signs (after rotation)."})
+
+
+class WebhookWithSecret(WebhookOut):
+    secret = fields.String(metadata={"description": "Shown only on create and rotate."})
+
+
+class WebhookList(Schema):
+    data = fields.List(fields.Nested(WebhookOut))
+
+
+class Attempt(Schema):
+    at = fields.String()
+    status = fields.Integer(allow_none=True, metadata={"description": "HTTP status, if any."})
+    error = fields.String(allow_none=True)
+    duration_ms = fields.Float()
+    response = fields.String(metadata={"description": "Start of the receiver's answer."})
+
+
+class DeliveryOut(Schema):
+    id = fields.String()
+    event_id = fields.String()
+    event = fields.String()
+    webhook_id = fields.String(attribute="endpoint_id")
+    status = fields.String(metadata={"description": "pending, succeeded or failed"})
+    created_at = fields.String()
+    next_attempt_at = fields.String(metadata={"description": "Empty unless a retry waits."})
+    redelivery_of = fields.String()
+    attempts = fields.List(fields.Nested(Attempt))
+
+
+class DeliveryPage(Schema):
+    data = fields.List(fields.Nested(DeliveryOut))
+    has_more = fields.Boolean()
+
+
+class DeliveryQuery(Schema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    starting_after = fields.String(
+        metadata={"description": "Id of the last delivery of the previous page."})
+
+
+class EventIn(Schema):
+    event = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    data = fields.Dict(required=True)
+    conversation_id = fields.String(validate=validate.Length(min=1, max=200))
+
+
+class EventAccepted(Schema):
+    id = fields.String()
+    event = fields.String()
+    chatbot_id = fields.String()
+
+
+def present_webhook(endpoint: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
+    """The API view of a webhook; the secret only when asked (create, rotate)."""
+    view: dict[str, Any] = {
+        "id": endpoint.id, "chatbot_id": endpoint.chatbot_id, "name": endpoint.name,
+        "url": endpoint.url, "events": endpoint.events, "custom_params": endpoint.custom_params,
+        "active": endpoint.active, "disabled_reason": endpoint.disabled_reason,
+        "created_at": endpoint.created_at, "updated_at": endpoint.updated_at,
+    }
+    if endpoint.previous_secret:
+        view["secret_expires_previous_at"] = utc_iso(endpoint.previous_secret_until)
+    if with_secret:
+        view["secret"] = endpoint.secret
+    return view

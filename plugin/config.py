@@ -1,0 +1,171 @@
+"""The ``WEBHOOKS_*`` configuration keys, their defaults and how they are parsed.
+
+Every key is read once, in ``init_app``, into a frozen :class:`Settings`; nothing reads
+``app.config`` later, so a request never sees half-changed settings. Values may come from
+``app.config`` as Python values or as strings (the runnable host copies them from the
+environment), so each parser accepts both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+#: key -> (default, one-line description). The README's configuration table mirrors this.
+DEFAULTS: dict[str, tuple[Any, str]] = {
+    "WEBHOOKS_REDIS_URL": (
+        "redis://127.0.0.1:6379/0",
+        "Redis holding webhooks, events, deliveries and the RQ queue (ignored when a "
+        "connection is passed to the extension).",
+    ),
+    "WEBHOOKS_KEY_PREFIX": ("whk:", "Prefix of every Redis key the plugin writes."),
+    "WEBHOOKS_QUEUE": ("webhooks", "Name of the RQ queue the delivery jobs run on."),
+    "WEBHOOKS_URL_PREFIX": ("/api/v1.0", "Where the REST routes are mounted."),
+    "WEBHOOKS_ALLOW_PRIVATE_URLS": (
+        False,
+        "Allow webhook URLs on loopback/private/link-local addresses (local testing only).",
+    ),
+    "WEBHOOKS_REQUIRE_HTTPS": (False, "Refuse plain http:// webhook URLs."),
+    "WEBHOOKS_MAX_BODY_BYTES": (65536, "Largest request body the API accepts (413 above)."),
+    "WEBHOOKS_MAX_WEBHOOKS_PER_BOT": (20, "How many named webhooks one chatbot may have."),
+    "WEBHOOKS_PLATFORM_KEY": (
+        "",
+        "Bearer key that lets the platform POST events over HTTP; empty turns that route off.",
+    ),
+    "WEBHOOKS_RETRY_DELAYS": (
+        "5,300,1800,7200,18000,36000,36000",
+        "Seconds to wait before each retry (comma-separated); each gets +/-20% jitter.",
+    ),
+    "WEBHOOKS_DISABLE_AFTER": (
+        3,
+        "Deactivate a webhook after this many consecutive deliveries exhausted every retry.",
+    ),
+    "WEBHOOKS_SECRET_OVERLAP": (
+        86400,
+        "Seconds the previous secret keeps signing after rotate-secret.",
+    ),
+    "WEBHOOKS_CONNECT_TIMEOUT": (3.0, "Seconds to wait for a receiver's TCP/TLS connection."),
+    "WEBHOOKS_TIMEOUT": (10.0, "Total seconds one delivery attempt may take."),
+    "WEBHOOKS_MAX_RESPONSE_BYTES": (16384, "Bytes of a receiver's response read at most."),
+    "WEBHOOKS_LOG_MAX_PER_WEBHOOK": (1000, "Deliveries kept in each webhook's log."),
+    "WEBHOOKS_LOG_MAX_AGE": (7 * 86400, "Seconds events and deliveries are kept."),
+    "WEBHOOKS_CONCURRENCY": (
+        64,
+        "Deliveries in flight at once in one worker process (threads).",
+    ),
+    "WEBHOOKS_MAX_IN_FLIGHT_PER_HOST": (
+        48,
+        "Deliveries in flight at once to one receiver host:port in one worker process, so a "
+        "hanging receiver cannot take every thread.",
+    ),
+    "WEBHOOKS_BATCH_SIZE": (256, "Deliveries a worker claims from Redis at once."),
+    "WEBHOOKS_LEASE": (
+        60,
+        "Seconds a claimed delivery stays reserved for its worker; a worker that dies is "
+        "replaced by another one when this expires.",
+    ),
+    "WEBHOOKS_PUMP_LINGER": (
+        2.0,
+        "Seconds a delivery job waits for new events before it ends (keeps latency low).",
+    ),
+    "WEBHOOKS_PUMP_MAX_SECONDS": (
+        300,
+        "Seconds one delivery job runs at most before handing over to a fresh job.",
+    ),
+    "WEBHOOKS_USER_AGENT": ("ChatbotWebhooks/0.1", "User-Agent of every delivery."),
+}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"", "0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def parse_delays(value: Any) -> tuple[float, ...]:
+    """Parse ``"5,300,1800"`` (or a sequence of numbers) into non-negative seconds."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    delays = tuple(float(str(item).strip()) for item in items if str(item).strip())
+    if any(d < 0 for d in delays):
+        raise ValueError("retry delays must be >= 0")
+    return delays
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Parsed configuration. Plain values only, so it can travel to RQ jobs as a dict."""
+
+    redis_url: str
+    key_prefix: str
+    queue: str
+    url_prefix: str
+    allow_private_urls: bool
+    require_https: bool
+    max_body_bytes: int
+    max_webhooks_per_bot: int
+    platform_key: str
+    retry_delays: tuple[float, ...]
+    disable_after: int
+    secret_overlap: int
+    connect_timeout: float
+    timeout: float
+    max_response_bytes: int
+    log_max_per_webhook: int
+    log_max_age: int
+    concurrency: int
+    max_in_flight_per_host: int
+    batch_size: int
+    lease: int
+    pump_linger: float
+    pump_max_seconds: float
+    user_agent: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-value form used as an RQ job argument."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        values = dict(data)
+        values["retry_delays"] = tuple(values["retry_delays"])
+        return cls(**values)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "allow_private_urls": _bool,
+    "require_https": _bool,
+    "retry_delays": parse_delays,
+}
+
+
+def _field_name(key: str) -> str:
+    return key.removeprefix("WEBHOOKS_").lower()
+
+
+def settings_from_config(config: Mapping[str, Any]) -> Settings:
+    """Build :class:`Settings` from a Flask config (already ``setdefault``-ed)."""
+    values: dict[str, Any] = {}
+    types = {f.name: f.type for f in fields(Settings)}
+    for key, (default, _doc) in DEFAULTS.items():
+        name = _field_name(key)
+        raw = config.get(key, default)
+        parser = _PARSERS.get(name)
+        if parser is None:
+            kind = types[name]
+            parser = {"int": int, "float": float, "str": str}[str(kind)]
+        try:
+            values[name] = parser(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{key}: {exc}") from exc
+    settings = Settings(**values)
+    if settings.timeout <= 0 or settings.connect_timeout <= 0:
+        raise ValueError("WEBHOOKS_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be > 0")
+    if settings.lease <= settings.timeout:
+        raise ValueError("WEBHOOKS_LEASE must be longer than WEBHOOKS_TIMEOUT")
+    return settings

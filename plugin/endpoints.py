@@ -1,0 +1,199 @@
+"""Registering and changing endpoints: the rules shared by the REST API, the Karabo route, the
+CLI and the Zapier connector.
+
+Every check that needs context (the bot's type, DNS, names already taken) lives here, so the
+four faces cannot drift apart. Shape checks (types, unknown fields, reserved parameter names)
+are done earlier by the API schemas; :func:`check_custom_params` repeats the name rule for
+callers that do not go through them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from . import events as catalogue
+from .config import Settings
+from .errors import Conflict, Invalid, NotFound
+from .events import new_id, utc_iso
+from .host import Chatbot
+from .signing import SignatureError, new_secret, secret_key
+from .store import WEBHOOK, ZAPIER, Endpoint, NameTaken, Store, TooManyEndpoints
+from .urlrules import UrlRefused, check_url
+
+DEFAULT_NAME = "default"
+
+
+def check_target_url(settings: Settings, url: str, field: str = "url") -> None:
+    try:
+        check_url(url, allow_private=settings.allow_private_urls,
+                  require_https=settings.require_https)
+    except UrlRefused as exc:
+        raise Invalid(f"The URL is refused: {exc}", {field: [str(exc)]}) from None
+
+
+def check_events(bot: Chatbot, wanted: Sequence[str] | None) -> list[str]:
+    """The events to store: all the bot's events when none are named, else a checked subset."""
+    allowed = catalogue.events_for(bot.type)
+    if wanted is None:
+        return list(allowed)
+    problems = []
+    for event in wanted:
+        try:
+            catalogue.check_event(bot.type, event)
+        except catalogue.EventNotAllowed as exc:
+            problems.append(str(exc))
+    if problems:
+        raise Invalid(problems[0], {"events": problems})
+    # keep the catalogue's order and drop duplicates
+    return [e for e in allowed if e in set(wanted)]
+
+
+def check_custom_params(params: Mapping[str, Any]) -> None:
+    refused = sorted(set(params) & catalogue.REFUSED_PARAM_NAMES)
+    if refused:
+        raise Invalid(
+            f"Reserved custom parameter name(s): {', '.join(refused)}.",
+            {"custom_params": {name: ["This name is reserved."] for name in refused}},
+        )
+
+
+def check_secret(secret: str) -> None:
+    try:
+        secret_key(secret)
+    except SignatureError as exc:
+        raise Invalid(f"Invalid secret: {exc}.", {"secret": [str(exc)]}) from None
+
+
+def create_webhook(
+    store: Store,
+    settings: Settings,
+    bot: Chatbot,
+    *,
+    name: str,
+    url: str,
+    secret: str | None = None,
+    events: Sequence[str] | None = None,
+    custom_params: Mapping[str, Any] | None = None,
+    active: bool = True,
+) -> Endpoint:
+    check_target_url(settings, url)
+    chosen_events = check_events(bot, events)
+    params = dict(custom_params or {})
+    check_custom_params(params)
+    if secret is not None:
+        check_secret(secret)
+    stamp = utc_iso()
+    endpoint = Endpoint(
+        id=new_id("wh"), kind=WEBHOOK, chatbot_id=bot.id, chatbot_type=bot.type,
+        owner=bot.owner, name=name, url=url, secret=secret or new_secret(),
+        events=chosen_events, custom_params=params, active=active,
+        created_at=stamp, updated_at=stamp,
+    )
+    try:
+        store.create_webhook(endpoint, settings.max_webhooks_per_bot)
+    except NameTaken:
+        raise Conflict(f"This chatbot already has a webhook named '{name}'.",
+                       {"name": ["Already used by another webhook of this chatbot."]}) from None
+    except TooManyEndpoints:
+        raise Conflict(
+            f"This chatbot already has {settings.max_webhooks_per_bot} webhooks, the maximum."
+        ) from None
+    return endpoint
+
+
+def get_webhook(store: Store, bot: Chatbot, webhook_id: str) -> Endpoint:
+    endpoint = store.get_endpoint(webhook_id)
+    if endpoint is None or endpoint.kind != WEBHOOK or endpoint.chatbot_id != bot.id:
+        raise NotFound(f"No webhook '{webhook_id}' for chatbot '{bot.id}'.")
+    return endpoint
+
+
+def update_webhook(
+    store: Store, settings: Settings, bot: Chatbot, endpoint: Endpoint, changes: Mapping[str, Any]
+) -> Endpoint:
+    """Apply a PATCH. Re-activating a webhook clears its failure count and reason."""
+    updated = replace(endpoint)
+    if "url" in changes:
+        check_target_url(settings, changes["url"])
+        updated.url = changes["url"]
+    if "events" in changes:
+        updated.events = check_events(bot, changes["events"])
+    if "custom_params" in changes:
+        check_custom_params(changes["custom_params"])
+        updated.custom_params = dict(changes["custom_params"])
+    if "name" in changes:
+        updated.name = changes["name"]
+    if "active" in changes:
+        updated.active = bool(changes["active"])
+        if updated.active:
+            updated.failed_deliveries = 0
+            updated.disabled_reason = ""
+        elif endpoint.active:
+            updated.disabled_reason = "Deactivated by the owner."
+    updated.updated_at = utc_iso()
+    try:
+        if not store.save_webhook(updated, endpoint.name):
+            raise NotFound(f"No webhook '{endpoint.id}' for chatbot '{bot.id}'.")
+    except NameTaken:
+        raise Conflict(f"This chatbot already has a webhook named '{updated.name}'.",
+                       {"name": ["Already used by another webhook of this chatbot."]}) from None
+    return updated
+
+
+def rotate_secret(
+    store: Store, settings: Settings, bot: Chatbot, endpoint: Endpoint, secret: str | None
+) -> Endpoint:
+    """New secret now; the old one keeps signing too for ``secret_overlap`` seconds."""
+    if secret is not None:
+        check_secret(secret)
+    updated = replace(
+        endpoint,
+        secret=secret or new_secret(),
+        previous_secret=endpoint.secret,
+        previous_secret_until=time.time() + settings.secret_overlap,
+        updated_at=utc_iso(),
+    )
+    if not store.save_webhook(updated, endpoint.name):
+        raise NotFound(f"No webhook '{endpoint.id}' for chatbot '{bot.id}'.")
+    return updated
+
+
+def register_default(
+    store: Store, settings: Settings, bot: Chatbot, url: str
+) -> tuple[Endpoint, bool]:
+    """The Karabo route: create the bot's ``default`` webhook, or point it at a new URL.
+
+    Returns the webhook and whether it was created. Two racing first registrations end with one
+    webhook: the loser of the name race updates the winner's URL.
+    """
+    existing = store.webhook_named(bot.id, DEFAULT_NAME)
+    if existing is None:
+        try:
+            return create_webhook(store, settings, bot, name=DEFAULT_NAME, url=url), True
+        except Conflict:
+            existing = store.webhook_named(bot.id, DEFAULT_NAME)
+            if existing is None:
+                raise
+    return update_webhook(store, settings, bot, existing, {"url": url}), False
+
+
+def subscribe(
+    store: Store, settings: Settings, bot: Chatbot, *, target_url: str, event: str
+) -> tuple[Endpoint, bool]:
+    """A Zapier REST hook; the same (target_url, event, bot) gives back the same subscription."""
+    check_target_url(settings, target_url, field="target_url")
+    try:
+        catalogue.check_event(bot.type, event)
+    except catalogue.EventNotAllowed as exc:
+        raise Invalid(str(exc), {"event": [str(exc)]}) from None
+    stamp = utc_iso()
+    candidate = Endpoint(
+        id=new_id("sub"), kind=ZAPIER, chatbot_id=bot.id, chatbot_type=bot.type,
+        owner=bot.owner, name=f"zapier:{event}", url=target_url, secret=new_secret(),
+        events=[event], created_at=stamp, updated_at=stamp,
+    )
+    stored = store.create_subscription(candidate)
+    return stored, stored.id == candidate.id

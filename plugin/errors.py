@@ -1,0 +1,40 @@
+"""Domain errors with the HTTP status they mean.
+
+The API turns each into the one JSON error shape (``code``, ``status``, ``message``,
+``errors``); the CLI prints the message. Raising these keeps views free of business rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WebhookError(Exception):
+    status = 400
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+
+
+class NotFound(WebhookError):
+    status = 404
+
+
+class Forbidden(WebhookError):
+    status = 403
+
+
+class Conflict(WebhookError):
+    status = 409
+
+
+class Invalid(WebhookError):
+    """Well-formed input that breaks a rule (bad URL, event the bot cannot send...)."""
+
+    status = 422
+
+
+class Gone(WebhookError):
+    status = 410

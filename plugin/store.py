@@ -1,0 +1,507 @@
+"""Redis persistence of endpoints (webhooks and Zapier subscriptions), events and deliveries.
+
+No Flask here: the API, the CLI and the RQ jobs all use this module with a connection they pass
+in. Multi-key changes that must be all-or-nothing are Lua scripts (atomic in Redis) or MULTI
+pipelines; everything a hot path does is pipelined.
+
+Key layout (``p`` is the configured prefix)::
+
+    p ep:{id}               hash   one endpoint (see Endpoint)
+    p bot:{cid}:eps         set    ids of every endpoint of a chatbot (fan-out reads this)
+    p bot:{cid}:names       hash   webhook name -> id (names are unique per bot)
+    p zap:{owner}:{digest}  string subscription id for (target_url, event, chatbot)
+    p ev:{eid}              string the event envelope as JSON (expires with the log)
+    p bot:{cid}:recent:{ev} list   newest events of that type (Zapier samples)
+    p dl:{did}              hash   one delivery and its attempts
+    p ep:{id}:log           zset   delivery ids by creation time (the delivery log)
+    p due                   zset   work items by due time in ms: "f:{eid}" fan-out an event,
+                                   "d:{did}" attempt a delivery. A claimed item's score is
+                                   pushed to the end of its lease, so work held by a worker
+                                   that dies simply becomes due again.
+    p doorbell              list   rung on every emit; idle delivery jobs block on it
+    p pumps                 zset   running delivery jobs -> lease end (ms)
+    p workers               zset   live worker processes -> heartbeat end (ms)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
+
+from redis import Redis
+from redis.client import Pipeline
+
+WEBHOOK = "webhook"
+ZAPIER = "zapier"
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+@dataclass
+class Endpoint:
+    """Where events go: a named webhook of a bot, or a Zapier subscription (kind ``zapier``)."""
+
+    id: str
+    kind: str
+    chatbot_id: str
+    chatbot_type: str
+    owner: str
+    name: str
+    url: str
+    secret: str
+    events: list[str]
+    custom_params: dict[str, Any] = field(default_factory=dict)
+    active: bool = True
+    disabled_reason: str = ""
+    previous_secret: str = ""
+    previous_secret_until: float = 0.0
+    failed_deliveries: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        values = asdict(self)
+        values["events"] = json.dumps(self.events)
+        values["custom_params"] = json.dumps(self.custom_params)
+        values["active"] = "1" if self.active else "0"
+        return {k: str(v) for k, v in values.items()}
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Endpoint:
+        return cls(
+            id=raw["id"],
+            kind=raw["kind"],
+            chatbot_id=raw["chatbot_id"],
+            chatbot_type=raw["chatbot_type"],
+            owner=raw["owner"],
+            name=raw["name"],
+            url=raw["url"],
+            secret=raw["secret"],
+            events=json.loads(raw["events"]),
+            custom_params=json.loads(raw["custom_params"]),
+            active=raw["active"] == "1",
+            disabled_reason=raw.get("disabled_reason", ""),
+            previous_secret=raw.get("previous_secret", ""),
+            previous_secret_until=float(raw.get("previous_secret_until") or 0),
+            failed_deliveries=int(raw.get("failed_deliveries") or 0),
+            created_at=raw.get("created_at", ""),
+            updated_at=raw.get("updated_at", ""),
+        )
+
+    def secrets_now(self, at: float | None = None) -> list[str]:
+        """Secrets to sign with: the current one, plus the previous one during the overlap."""
+        moment = time.time() if at is None else at
+        if self.previous_secret and moment < self.previous_secret_until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+    def wants(self, event: str) -> bool:
+        return self.active and event in self.events
+
+
+@dataclass
+class Delivery:
+    """One event to one endpoint, with every attempt made so far."""
+
+    id: str
+    event_id: str
+    event: str
+    endpoint_id: str
+    chatbot_id: str
+    status: str
+    created_at: str
+    created_ms: int
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    next_attempt_at: str = ""
+    redelivery_of: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        values = asdict(self)
+        values["attempts"] = json.dumps(self.attempts)
+        return {k: str(v) for k, v in values.items()}
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Delivery:
+        return cls(
+            id=raw["id"],
+            event_id=raw["event_id"],
+            event=raw["event"],
+            endpoint_id=raw["endpoint_id"],
+            chatbot_id=raw["chatbot_id"],
+            status=raw["status"],
+            created_at=raw["created_at"],
+            created_ms=int(raw["created_ms"]),
+            attempts=json.loads(raw.get("attempts") or "[]"),
+            next_attempt_at=raw.get("next_attempt_at", ""),
+            redelivery_of=raw.get("redelivery_of", ""),
+        )
+
+
+class NameTaken(Exception):
+    """Another webhook of the same bot already has this name."""
+
+
+class TooManyEndpoints(Exception):
+    """The bot already has the maximum number of webhooks."""
+
+
+# KEYS: ep hash, bot eps set, bot names hash. ARGV: id, name, max, then hash field/value pairs.
+_CREATE_WEBHOOK = """
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'name' end
+if tonumber(ARGV[3]) > 0 and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[3]) then
+  return 'full'
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+return 'ok'
+"""
+
+# KEYS: ep hash, bot names hash. ARGV: id, old name, new name, then field/value pairs.
+_UPDATE_WEBHOOK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
+if ARGV[2] ~= ARGV[3] then
+  if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return 'name' end
+  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+return 'ok'
+"""
+
+# KEYS: due. ARGV: now, lease end, limit. Returns the claimed members.
+_CLAIM = """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+if #items == 0 then return items end
+local args = {}
+for i, item in ipairs(items) do
+  args[#args + 1] = ARGV[2]
+  args[#args + 1] = item
+end
+redis.call('ZADD', KEYS[1], 'XX', unpack(args))
+return items
+"""
+
+# KEYS: pumps, workers, due. ARGV: now, reservation end, new pump id, only-if-due flag.
+# Reserves a slot for one more delivery job when fewer run than live workers (at least one).
+_RESERVE_PUMP = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if ARGV[4] == '1' and redis.call('ZCOUNT', KEYS[3], '-inf', ARGV[1]) == 0 then return false end
+local workers = redis.call('ZCOUNT', KEYS[2], ARGV[1], '+inf')
+if workers < 1 then workers = 1 end
+if redis.call('ZCARD', KEYS[1]) >= workers then return false end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+return ARGV[3]
+"""
+
+# KEYS: pumps, due. ARGV: now, pump id. A job may end only when nothing is due; checking and
+# leaving in one step closes the race with an emit that saw this job as running.
+_PUMP_EXIT = """
+if redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[1]) > 0 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: endpoint log zset. ARGV: keep newest N, oldest score to keep, delivery key prefix.
+# Trims the log by count and age and deletes the trimmed delivery hashes with it.
+_TRIM_LOG = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+local extra = redis.call('ZCARD', KEYS[1]) - #gone - tonumber(ARGV[1])
+if extra > 0 then
+  local more = redis.call('ZRANGE', KEYS[1], #gone, #gone + extra - 1)
+  for _, id in ipairs(more) do gone[#gone + 1] = id end
+end
+for _, id in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('DEL', ARGV[3] .. id)
+end
+return #gone
+"""
+
+
+class Store:
+    """All Redis reads and writes of the plugin. One instance per app (or per worker)."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._create_webhook = redis.register_script(_CREATE_WEBHOOK)
+        self._update_webhook = redis.register_script(_UPDATE_WEBHOOK)
+        self._claim = redis.register_script(_CLAIM)
+        self._reserve_pump = redis.register_script(_RESERVE_PUMP)
+        self._pump_exit = redis.register_script(_PUMP_EXIT)
+        self._trim_log = redis.register_script(_TRIM_LOG)
+        self.due_key = f"{prefix}due"
+        self.doorbell_key = f"{prefix}doorbell"
+        self.pumps_key = f"{prefix}pumps"
+        self.workers_key = f"{prefix}workers"
+
+    # -- keys --------------------------------------------------------------------------------
+    def ep_key(self, endpoint_id: str) -> str:
+        return f"{self.prefix}ep:{endpoint_id}"
+
+    def bot_eps_key(self, chatbot_id: str) -> str:
+        return f"{self.prefix}bot:{chatbot_id}:eps"
+
+    def bot_names_key(self, chatbot_id: str) -> str:
+        return f"{self.prefix}bot:{chatbot_id}:names"
+
+    def event_key(self, event_id: str) -> str:
+        return f"{self.prefix}ev:{event_id}"
+
+    def recent_key(self, chatbot_id: str, event: str) -> str:
+        return f"{self.prefix}bot:{chatbot_id}:recent:{event}"
+
+    def delivery_key(self, delivery_id: str) -> str:
+        return f"{self.prefix}dl:{delivery_id}"
+
+    def log_key(self, endpoint_id: str) -> str:
+        return f"{self.prefix}ep:{endpoint_id}:log"
+
+    def zapier_key(self, owner: str, target_url: str, event: str, chatbot_id: str) -> str:
+        digest = hashlib.sha256(f"{target_url}\n{event}\n{chatbot_id}".encode()).hexdigest()
+        return f"{self.prefix}zap:{owner}:{digest}"
+
+    # -- endpoints ---------------------------------------------------------------------------
+    def create_webhook(self, endpoint: Endpoint, max_per_bot: int) -> None:
+        """Store a new named webhook; raises :class:`NameTaken` / :class:`TooManyEndpoints`."""
+        pairs = [item for kv in endpoint.to_hash().items() for item in kv]
+        result = _text(self._create_webhook(
+            keys=[self.ep_key(endpoint.id), self.bot_eps_key(endpoint.chatbot_id),
+                  self.bot_names_key(endpoint.chatbot_id)],
+            args=[endpoint.id, endpoint.name, max_per_bot, *pairs],
+        ))
+        if result == "name":
+            raise NameTaken(endpoint.name)
+        if result == "full":
+            raise TooManyEndpoints(max_per_bot)
+
+    def save_webhook(self, endpoint: Endpoint, old_name: str) -> bool:
+        """Write back a changed webhook (renames keep names unique). False if it is gone."""
+        pairs = [item for kv in endpoint.to_hash().items() for item in kv]
+        result = _text(self._update_webhook(
+            keys=[self.ep_key(endpoint.id), self.bot_names_key(endpoint.chatbot_id)],
+            args=[endpoint.id, old_name, endpoint.name, *pairs],
+        ))
+        if result == "name":
+            raise NameTaken(endpoint.name)
+        return result == "ok"
+
+    def create_subscription(self, endpoint: Endpoint) -> Endpoint:
+        """Store a Zapier subscription unless the same (url, event, bot) exists; return the one
+        stored. ``SET NX`` on the dedupe key makes two racing subscribes agree on one id."""
+        dedupe = self.zapier_key(endpoint.owner, endpoint.url, endpoint.events[0],
+                                 endpoint.chatbot_id)
+        if not self.redis.set(dedupe, endpoint.id, nx=True):
+            existing = self.get_endpoint(_text(self.redis.get(dedupe)))
+            if existing is not None:
+                return existing
+            self.redis.set(dedupe, endpoint.id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.ep_key(endpoint.id), mapping=endpoint.to_hash())
+        pipe.sadd(self.bot_eps_key(endpoint.chatbot_id), endpoint.id)
+        pipe.execute()
+        return endpoint
+
+    def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        if not endpoint_id:
+            return None
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.ep_key(endpoint_id)))
+        return Endpoint.from_hash(_decode(raw)) if raw else None
+
+    def get_endpoints(self, endpoint_ids: Sequence[str]) -> list[Endpoint]:
+        pipe = self.redis.pipeline(transaction=False)
+        for endpoint_id in endpoint_ids:
+            pipe.hgetall(self.ep_key(endpoint_id))
+        return [Endpoint.from_hash(_decode(raw)) for raw in pipe.execute() if raw]
+
+    def endpoints_of(self, chatbot_id: str) -> list[Endpoint]:
+        ids = sorted(_text(i) for i in self.redis.smembers(self.bot_eps_key(chatbot_id)))
+        return self.get_endpoints(ids)
+
+    def webhooks_of(self, chatbot_id: str) -> list[Endpoint]:
+        found = [e for e in self.endpoints_of(chatbot_id) if e.kind == WEBHOOK]
+        return sorted(found, key=lambda e: (e.created_at, e.id))
+
+    def webhook_named(self, chatbot_id: str, name: str) -> Endpoint | None:
+        return self.get_endpoint(_text(self.redis.hget(self.bot_names_key(chatbot_id), name)))
+
+    def delete_endpoint(self, endpoint: Endpoint) -> None:
+        """Remove an endpoint, its name or dedupe key and its delivery log."""
+        log_ids = [_text(i) for i in self.redis.zrange(self.log_key(endpoint.id), 0, -1)]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.ep_key(endpoint.id), self.log_key(endpoint.id))
+        pipe.srem(self.bot_eps_key(endpoint.chatbot_id), endpoint.id)
+        if endpoint.kind == WEBHOOK:
+            pipe.hdel(self.bot_names_key(endpoint.chatbot_id), endpoint.name)
+        else:
+            pipe.delete(self.zapier_key(endpoint.owner, endpoint.url, endpoint.events[0],
+                                        endpoint.chatbot_id))
+        for delivery_id in log_ids:
+            pipe.delete(self.delivery_key(delivery_id))
+        pipe.execute()
+
+    def subscriptions_of_owner(self, owner: str, chatbot_ids: Iterable[str]) -> list[Endpoint]:
+        return [e for cid in chatbot_ids for e in self.endpoints_of(cid)
+                if e.kind == ZAPIER and e.owner == owner]
+
+    # -- events ------------------------------------------------------------------------------
+    def add_event(
+        self,
+        event: dict[str, Any],
+        *,
+        ttl: int,
+        recent: int = 25,
+        fan_out: bool = True,
+        pipe: Pipeline | None = None,
+    ) -> None:
+        """Queue an event: stored, remembered as a recent sample, and due for fan-out now.
+
+        Pipelined by the caller (``emit``) together with the job reservation, so the platform
+        pays one round trip.
+        """
+        target = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        body = json.dumps(event, separators=(",", ":"))
+        target.set(self.event_key(event["id"]), body, ex=ttl)
+        recent_key = self.recent_key(event["chatbot"]["id"], event["event"])
+        target.lpush(recent_key, body)
+        target.ltrim(recent_key, 0, recent - 1)
+        target.expire(recent_key, ttl)
+        if fan_out:
+            target.zadd(self.due_key, {f"f:{event['id']}": now_ms()})
+            self.ring(target)
+        if pipe is None:
+            target.execute()
+
+    def ring(self, pipe: Pipeline) -> None:
+        """Wake an idle delivery job (the list is capped: a token is only a nudge)."""
+        pipe.lpush(self.doorbell_key, b"1")
+        pipe.ltrim(self.doorbell_key, 0, 15)
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.event_key(event_id))
+        return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+    def get_events(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not event_ids:
+            return {}
+        raws = self.redis.mget([self.event_key(e) for e in event_ids])
+        return {eid: json.loads(raw) for eid, raw in zip(event_ids, raws, strict=True) if raw}
+
+    def recent_events(self, chatbot_id: str, event: str, limit: int) -> list[dict[str, Any]]:
+        raws = self.redis.lrange(self.recent_key(chatbot_id, event), 0, limit - 1)
+        return [json.loads(raw) for raw in raws]
+
+    # -- deliveries --------------------------------------------------------------------------
+    def add_delivery(
+        self, pipe: Pipeline, delivery: Delivery, *, ttl: int, due_at_ms: int
+    ) -> None:
+        """Create a delivery, log it under its endpoint and make it due at ``due_at_ms``."""
+        key = self.delivery_key(delivery.id)
+        pipe.hset(key, mapping=delivery.to_hash())
+        pipe.expire(key, ttl)
+        pipe.zadd(self.log_key(delivery.endpoint_id), {delivery.id: delivery.created_ms})
+        pipe.expire(self.log_key(delivery.endpoint_id), ttl)
+        pipe.zadd(self.due_key, {f"d:{delivery.id}": due_at_ms})
+
+    def trim_log(self, pipe: Pipeline, endpoint_id: str, keep: int, max_age_s: int) -> None:
+        self._trim_log(
+            keys=[self.log_key(endpoint_id)],
+            args=[keep, now_ms() - max_age_s * 1000, f"{self.prefix}dl:"],
+            client=pipe,
+        )
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.delivery_key(delivery_id)))
+        return Delivery.from_hash(_decode(raw)) if raw else None
+
+    def get_deliveries(self, delivery_ids: Sequence[str]) -> list[Delivery | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for delivery_id in delivery_ids:
+            pipe.hgetall(self.delivery_key(delivery_id))
+        return [Delivery.from_hash(_decode(raw)) if raw else None for raw in pipe.execute()]
+
+    def delivery_log(
+        self, endpoint_id: str, *, limit: int, starting_after: str | None = None
+    ) -> tuple[list[Delivery], bool]:
+        """Newest first. ``starting_after`` is the id of the last delivery of the previous page.
+        Returns the page and whether there is more."""
+        key = self.log_key(endpoint_id)
+        start = 0
+        if starting_after:
+            rank = self.redis.zrevrank(key, starting_after)
+            if rank is None:
+                raise KeyError(starting_after)
+            start = int(cast(int, rank)) + 1
+        ids = [_text(i) for i in self.redis.zrevrange(key, start, start + limit)]
+        found = [d for d in self.get_deliveries(ids[:limit]) if d is not None]
+        return found, len(ids) > limit
+
+    def save_delivery(self, pipe: Pipeline, delivery: Delivery, *, ttl: int) -> None:
+        """Write back a delivery. The expiry is anchored at creation, so a hash that expired
+        meanwhile is not resurrected for longer than the retention allows."""
+        key = self.delivery_key(delivery.id)
+        pipe.hset(key, mapping=delivery.to_hash())
+        pipe.pexpireat(key, delivery.created_ms + ttl * 1000)
+
+    # -- work queue --------------------------------------------------------------------------
+    def claim(self, limit: int, lease_s: float) -> list[str]:
+        """Reserve up to ``limit`` due work items for ``lease_s`` seconds."""
+        now = now_ms()
+        items = self._claim(keys=[self.due_key], args=[now, now + int(lease_s * 1000), limit])
+        return [_text(i) for i in items]
+
+    def reserve_pump(self, pump_id: str, reservation_s: float, *, only_if_due: bool) -> bool:
+        """Take a slot for one more delivery job; True if the caller must enqueue it."""
+        return self._reserve(self.redis, pump_id, reservation_s, only_if_due) is not None
+
+    def reserve_pump_in(self, pipe: Pipeline, pump_id: str, reservation_s: float) -> None:
+        """Queue the reservation in ``pipe``; its result (last) is the id or None."""
+        self._reserve(pipe, pump_id, reservation_s, False)
+
+    def _reserve(
+        self, client: Redis | Pipeline, pump_id: str, reservation_s: float, only_if_due: bool
+    ) -> Any:
+        now = now_ms()
+        return self._reserve_pump(
+            keys=[self.pumps_key, self.workers_key, self.due_key],
+            args=[now, now + int(reservation_s * 1000), pump_id, "1" if only_if_due else "0"],
+            client=client,
+        )
+
+    def refresh_pump(self, pipe: Pipeline, pump_id: str, lease_s: float) -> None:
+        pipe.zadd(self.pumps_key, {pump_id: now_ms() + int(lease_s * 1000)})
+
+    def pump_may_exit(self, pump_id: str) -> bool:
+        return bool(self._pump_exit(keys=[self.pumps_key, self.due_key],
+                                    args=[now_ms(), pump_id]))
+
+    def next_due_ms(self) -> int | None:
+        first = self.redis.zrange(self.due_key, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    def heartbeat_worker(self, worker: str, ttl_s: float) -> None:
+        self.redis.zadd(self.workers_key, {worker: now_ms() + int(ttl_s * 1000)})
+
+    def forget_worker(self, worker: str) -> None:
+        self.redis.zrem(self.workers_key, worker)

@@ -1,0 +1,157 @@
+"""Shared fixtures: a private real Redis, the runnable host app, owners with API keys, bots of
+every type, real HTTP receivers and real worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+
+from plugin import get_state
+from plugin.host import Chatbot
+from tests.receiver import Receiver
+from tests.redis_server import RedisServer
+from wsgi import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+QUOTE, DATA, BOOKING = "Quote Generation", "Data Collection", "Appointment/Calendar Support"
+
+#: Settings for fast tests: local receivers allowed, quick retries, short leases.
+FAST = {
+    "WEBHOOKS_ALLOW_PRIVATE_URLS": True,
+    "WEBHOOKS_RETRY_DELAYS": "0.3,0.3,0.3",
+    "WEBHOOKS_TIMEOUT": 2.0,
+    "WEBHOOKS_CONNECT_TIMEOUT": 1.0,
+    "WEBHOOKS_LEASE": 4,
+    "WEBHOOKS_PUMP_LINGER": 0.5,
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[Redis]:
+    client = Redis(port=redis_server.port)
+    client.flushall()
+    yield client
+    client.flushall()
+    client.close()
+
+
+@pytest.fixture
+def make_app(redis: Redis, redis_server: RedisServer) -> Callable[..., Flask]:
+    def build(**config: Any) -> Flask:
+        settings = {"WEBHOOKS_REDIS_URL": redis_server.url, "TESTING": True, **config}
+        return create_app(settings)
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(**FAST)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Owner:
+    """An owner with an API key and one bot of each type."""
+
+    def __init__(self, app: Flask, name: str) -> None:
+        state = get_state(app)
+        self.name = name
+        self.key = state.api_keys.create(name)
+        self.headers = {"Authorization": f"Bearer {self.key}"}
+        self.bots: dict[str, str] = {}
+        for short, bot_type in [("quote", QUOTE), ("data", DATA), ("booking", BOOKING),
+                                ("faq", "FAQ / Customer Support")]:
+            bot_id = f"{name}-{short}"
+            state.builtin_chatbots.add(Chatbot(bot_id, bot_type, name, f"{name} {short} bot"))
+            self.bots[short] = bot_id
+
+
+@pytest.fixture
+def alice(app: Flask) -> Owner:
+    return Owner(app, "alice")
+
+
+@pytest.fixture
+def bob(app: Flask) -> Owner:
+    return Owner(app, "bob")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+class Workers:
+    """Real ``flask webhooks worker`` processes with the test app's configuration."""
+
+    def __init__(self, redis_url: str, config: dict[str, Any]) -> None:
+        self.env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+        for key, value in config.items():
+            if key.startswith("WEBHOOKS_"):
+                self.env[key] = str(value)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
+        started = [subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        ) for _ in range(count)]
+        self.processes.extend(started)
+        return started
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+            if process.stderr is not None:
+                process.stderr.close()
+        self.processes.clear()
+
+
+@pytest.fixture
+def workers(app: Flask, redis_server: RedisServer) -> Iterator[Workers]:
+    pool = Workers(redis_server.url, dict(app.config))
+    yield pool
+    pool.stop()
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)

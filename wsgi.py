@@ -1,0 +1,43 @@
+"""A runnable host: the plugin with its built-in chatbots and API keys, configured from the
+environment, so the whole system can be tried without a platform of one's own.
+
+    flask --app wsgi run
+    flask --app wsgi webhooks worker
+
+``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and every ``WEBHOOKS_*`` variable are read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from connectors.zapier import ZapierConnector
+from plugin import ChatbotWebhooks
+from plugin.config import DEFAULTS
+
+webhooks = ChatbotWebhooks()
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config["WEBHOOKS_REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    for key in DEFAULTS:
+        if key in os.environ:
+            app.config[key] = os.environ[key]
+    app.config.update(config or {})
+    webhooks.init_app(app)
+    ZapierConnector(app)
+
+    @app.get("/")
+    def index() -> dict[str, str]:
+        return {"service": "chatbot-webhooks", "openapi": "/api/openapi.json",
+                "docs": "/api/docs"}
+
+    return app
+
+
+app = create_app()
