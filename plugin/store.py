@@ -222,6 +222,14 @@ redis.call('ZREM', KEYS[1], ARGV[2])
 return 1
 """
 
+# KEYS: delivery hash. ARGV: field/value pairs. Updates a delivery only if it still exists: one
+# trimmed from the log (or deleted with its webhook) while in flight must not come back.
+_SAVE_IF_PRESENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 # KEYS: endpoint log zset. ARGV: keep newest N, oldest score to keep, delivery key prefix.
 # Trims the log by count and age and deletes the trimmed delivery hashes with it.
 _TRIM_LOG = """
@@ -251,6 +259,7 @@ class Store:
         self._reserve_pump = redis.register_script(_RESERVE_PUMP)
         self._pump_exit = redis.register_script(_PUMP_EXIT)
         self._trim_log = redis.register_script(_TRIM_LOG)
+        self._save_if_present = redis.register_script(_SAVE_IF_PRESENT)
         self.due_key = f"{prefix}due"
         self.doorbell_key = f"{prefix}doorbell"
         self.pumps_key = f"{prefix}pumps"
@@ -457,12 +466,10 @@ class Store:
         found = [d for d in self.get_deliveries(ids[:limit]) if d is not None]
         return found, len(ids) > limit
 
-    def save_delivery(self, pipe: Pipeline, delivery: Delivery, *, ttl: int) -> None:
-        """Write back a delivery. The expiry is anchored at creation, so a hash that expired
-        meanwhile is not resurrected for longer than the retention allows."""
-        key = self.delivery_key(delivery.id)
-        pipe.hset(key, mapping=delivery.to_hash())
-        pipe.pexpireat(key, delivery.created_ms + ttl * 1000)
+    def save_delivery(self, pipe: Pipeline, delivery: Delivery) -> None:
+        """Write back a delivery's state and attempts, unless it has left the log meanwhile."""
+        pairs = [item for kv in delivery.to_hash().items() for item in kv]
+        self._save_if_present(keys=[self.delivery_key(delivery.id)], args=pairs, client=pipe)
 
     # -- work queue --------------------------------------------------------------------------
     def claim(self, limit: int, lease_s: float) -> list[str]:

@@ -1,0 +1,66 @@
+"""RQ job functions. Plain importable functions taking plain values; no Flask.
+
+There is one kind of job, :func:`pump`: it runs the delivery loop of :mod:`plugin.pump` until
+there is nothing left to do. Jobs are started by ``emit`` (when fewer jobs run than there are
+worker processes), by the worker's ticker (retries falling due, leases of dead workers running
+out) and by a job that hands over after ``WEBHOOKS_PUMP_MAX_SECONDS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from rq import Queue, get_current_job
+
+from .config import Settings
+from .pump import Engine, Pump
+
+#: One Engine per (connection target, settings) in a worker process, kept between jobs so that
+#: threads and kept-alive HTTP connections are reused.
+_engines: dict[tuple[str, Settings], Engine] = {}
+
+#: Settings of the worker process (set by ``run_worker``). They win over the settings a job
+#: carries: the process that opens the connections decides its own network policy (private
+#: addresses, timeouts), whatever the web process that emitted the event was configured with.
+_worker_settings: Settings | None = None
+
+
+def use_worker_settings(settings: Settings | None) -> None:
+    global _worker_settings
+    _worker_settings = settings
+
+
+def engine_for(redis: Redis, settings: Settings) -> Engine:
+    key = (repr(redis.connection_pool), settings)
+    engine = _engines.get(key)
+    if engine is None:
+        engine = _engines[key] = Engine(redis, settings)
+    return engine
+
+
+def close_engines() -> None:
+    while _engines:
+        _engines.popitem()[1].close()
+
+
+def pump(settings: dict[str, Any], pump_id: str) -> int:
+    """The delivery job. Returns how many delivery attempts it made."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("plugin.jobs.pump must run inside an RQ worker")
+    chosen = _worker_settings or Settings.from_dict(settings)
+    engine = engine_for(job.connection, chosen)
+    return Pump(engine, pump_id).run()
+
+
+def enqueue_pump(queue: Queue, settings: Settings, pump_id: str) -> None:
+    queue.enqueue_call(
+        "plugin.jobs.pump",
+        args=(settings.to_dict(), pump_id),
+        job_id=pump_id,
+        timeout=int(settings.pump_max_seconds + settings.timeout + 60),
+        result_ttl=0,
+        failure_ttl=7 * 86400,
+        description=f"webhook deliveries ({pump_id})",
+    )

@@ -1,0 +1,485 @@
+"""The delivery engine end to end: real worker processes, real receivers on 127.0.0.1, a real
+Redis. Signatures are checked with the public ``standardwebhooks`` package."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from plugin import EventNotAllowed, UnknownChatbot, get_state
+from tests.conftest import FAST, ROOT, Owner, Workers, wait_until
+from tests.receiver import Receiver, Reply
+
+HOOKS = "/api/v1.0/chatbots/{}/webhooks"
+SCHEMAS = ROOT / "schemas" / "events"
+
+
+def schema_for(event: str) -> dict[str, Any]:
+    return json.loads((SCHEMAS / f"{event}.schema.json").read_text())  # type: ignore[no-any-return]
+
+
+def add_hook(client: FlaskClient, owner: Owner, bot: str, url: str, **fields: Any
+             ) -> dict[str, Any]:
+    response = client.post(HOOKS.format(owner.bots[bot]),
+                           json={"name": fields.pop("name", "hook"), "url": url, **fields},
+                           headers=owner.headers)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def deliveries(client: FlaskClient, owner: Owner, bot: str, hook: dict[str, Any]
+               ) -> list[dict[str, Any]]:
+    url = f"{HOOKS.format(owner.bots[bot])}/{hook['id']}/deliveries?limit=100"
+    response = client.get(url, headers=owner.headers)
+    assert response.status_code == 200
+    return response.get_json()["data"]  # type: ignore[no-any-return]
+
+
+def final(client: FlaskClient, owner: Owner, bot: str, hook: dict[str, Any], count: int = 1,
+          timeout: float = 20) -> list[dict[str, Any]]:
+    """Wait until ``count`` deliveries of the hook reached a final state."""
+    def done() -> list[dict[str, Any]] | None:
+        found = deliveries(client, owner, bot, hook)
+        finished = [d for d in found if d["status"] != "pending"]
+        return finished if len(finished) >= count else None
+
+    return wait_until(done, timeout)  # type: ignore[no-any-return]
+
+
+def emit(app: Flask, bot_id: str, event: str, data: dict[str, Any], **kw: Any) -> str:
+    return get_state(app).emit(bot_id, event, data, **kw)
+
+
+# -- payload and signature -------------------------------------------------------------------
+
+@pytest.mark.parametrize("bot,event", [
+    ("quote", "quote.created"), ("data", "datapoint.created"), ("booking", "booking.created"),
+    ("booking", "booking.rescheduled"), ("booking", "booking.cancelled"),
+])
+def test_event_is_delivered_signed_and_matches_its_schema(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+    bot: str, event: str,
+) -> None:
+    hook = add_hook(client, alice, bot, receiver.url(), custom_params={"site": "shop-1", "n": 3})
+    workers.start()
+    sample = json.loads((ROOT / "schemas" / "samples" / f"{event}.json").read_text())
+    event_id = emit(app, alice.bots[bot], event, sample["data"], conversation_id="conv-1")
+    got = receiver.wait_for(1)[0]
+    payload = got.json()
+    jsonschema.validate(payload, schema_for(event))
+    assert payload["id"] == event_id and payload["event"] == event
+    assert payload["object"] == "event"
+    assert payload["chatbot"] == {"id": alice.bots[bot], "type": payload["chatbot"]["type"]}
+    assert payload["data"] == sample["data"]
+    assert payload["conversation_id"] == "conv-1"
+    assert payload["site"] == "shop-1" and payload["n"] == 3
+    assert got.headers["webhook-id"] == event_id
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["User-Agent"].startswith("ChatbotWebhooks/")
+    Webhook(hook["secret"]).verify(got.body, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "QUJD" * 8).verify(got.body, got.headers)
+    logged = final(client, alice, bot, hook)[0]
+    assert logged["status"] == "succeeded" and logged["event_id"] == event_id
+    assert logged["attempts"][0]["status"] == 200
+
+
+def test_only_matching_active_webhooks_of_the_bot_receive(
+    app: Flask, client: FlaskClient, alice: Owner, bob: Owner, receiver: Receiver,
+    workers: Workers,
+) -> None:
+    add_hook(client, alice, "booking", receiver.url("/all"), name="all")
+    add_hook(client, alice, "booking", receiver.url("/cancel"), name="cancel",
+             events=["booking.cancelled"])
+    add_hook(client, alice, "booking", receiver.url("/off"), name="off", active=False)
+    add_hook(client, bob, "booking", receiver.url("/bob"), name="bob")
+    workers.start()
+    emit(app, alice.bots["booking"], "booking.created", {"n": 1})
+    emit(app, alice.bots["booking"], "booking.cancelled", {"n": 2})
+    receiver.wait_for(2, "/all")
+    receiver.wait_for(1, "/cancel")
+    time.sleep(0.5)
+    assert [r.json()["event"] for r in receiver.on("/cancel")] == ["booking.cancelled"]
+    assert receiver.on("/off") == [] and receiver.on("/bob") == []
+
+
+def test_emit_refuses_events_the_bot_cannot_send(app: Flask, alice: Owner) -> None:
+    with pytest.raises(EventNotAllowed, match="cannot send"):
+        emit(app, alice.bots["quote"], "booking.created", {})
+    with pytest.raises(EventNotAllowed, match="Unknown event"):
+        emit(app, alice.bots["quote"], "quote.deleted", {})
+    with pytest.raises(EventNotAllowed):
+        emit(app, alice.bots["faq"], "quote.created", {})
+    with pytest.raises(UnknownChatbot):
+        emit(app, "ghost", "quote.created", {})
+    with pytest.raises(TypeError):
+        emit(app, alice.bots["quote"], "quote.created", ["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        emit(app, alice.bots["quote"], "quote.created", {"when": object()})
+    assert get_state(app).store.redis.keys("*ev:*") == []
+
+
+# -- retries, 410, Retry-After, timeouts -----------------------------------------------------
+
+def test_failures_are_retried_with_the_same_event_id(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    hook = add_hook(client, alice, "quote", receiver.url())
+    receiver.script("/hook", Reply(500), Reply(502))
+    workers.start()
+    event_id = emit(app, alice.bots["quote"], "quote.created", {"total": 1})
+    got = receiver.wait_for(3)
+    assert {r.headers["webhook-id"] for r in got} == {event_id}
+    for request in got:
+        Webhook(hook["secret"]).verify(request.body, request.headers)
+    logged = final(client, alice, "quote", hook)[0]
+    assert logged["status"] == "succeeded"
+    assert [a["status"] for a in logged["attempts"]] == [500, 502, 200]
+    assert all(a["duration_ms"] >= 0 and a["at"] for a in logged["attempts"])
+
+
+def test_exhausted_retries_fail_and_repeated_failure_deactivates(
+    make_app: Any, receiver: Receiver, redis_server: Any,
+) -> None:
+    app = make_app(**{**FAST, "WEBHOOKS_RETRY_DELAYS": "0.2", "WEBHOOKS_DISABLE_AFTER": 2})
+    client, owner = app.test_client(), Owner(app, "dora")
+    hook = add_hook(client, owner, "quote", receiver.url())
+    receiver.default = Reply(500)
+    pool = Workers(redis_server.url, dict(app.config))
+    pool.start()
+    try:
+        emit(app, owner.bots["quote"], "quote.created", {"n": 1})
+        first = final(client, owner, "quote", hook)[0]
+        assert first["status"] == "failed" and len(first["attempts"]) == 2
+        shown = client.get(f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}",
+                           headers=owner.headers).get_json()
+        assert shown["active"] is True
+        emit(app, owner.bots["quote"], "quote.created", {"n": 2})
+        final(client, owner, "quote", hook, count=2)
+        url = f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}"
+        shown = wait_until(lambda: (lambda h: h if not h["active"] else None)(
+            client.get(url, headers=owner.headers).get_json()))
+        assert "2 deliveries in a row" in shown["disabled_reason"]
+        # while inactive, events are logged as not sent, and the receiver hears nothing
+        before = len(receiver.received)
+        emit(app, owner.bots["quote"], "quote.created", {"n": 3})
+        time.sleep(1.0)
+        assert len(receiver.received) == before
+        # re-enabling resets it and deliveries flow again
+        receiver.default = Reply(200)
+        enabled = client.patch(url, json={"active": True}, headers=owner.headers).get_json()
+        assert enabled["active"] is True and enabled["disabled_reason"] == ""
+        emit(app, owner.bots["quote"], "quote.created", {"n": 4})
+        wait_until(lambda: any(r.json()["data"] == {"n": 4} for r in receiver.received))
+    finally:
+        pool.stop()
+
+
+def test_410_deactivates_at_once_without_retry(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    hook = add_hook(client, alice, "data", receiver.url())
+    receiver.default = Reply(410)
+    workers.start()
+    emit(app, alice.bots["data"], "datapoint.created", {"a": 1})
+    logged = final(client, alice, "data", hook)[0]
+    assert logged["status"] == "failed" and len(logged["attempts"]) == 1
+    shown = client.get(f"{HOOKS.format(alice.bots['data'])}/{hook['id']}",
+                       headers=alice.headers).get_json()
+    assert shown["active"] is False and "410" in shown["disabled_reason"]
+    time.sleep(1.0)
+    assert len(receiver.received) == 1
+
+
+def test_retry_after_is_respected(
+    make_app: Any, receiver: Receiver, redis_server: Any,
+) -> None:
+    app = make_app(**{**FAST, "WEBHOOKS_RETRY_DELAYS": "30,30"})
+    client, owner = app.test_client(), Owner(app, "erin")
+    hook = add_hook(client, owner, "quote", receiver.url())
+    receiver.script("/hook", Reply(429, {"Retry-After": "1"}),
+                    Reply(503, {"Retry-After": "1"}))
+    pool = Workers(redis_server.url, dict(app.config))
+    pool.start()
+    try:
+        emit(app, owner.bots["quote"], "quote.created", {})
+        got = receiver.wait_for(3, timeout=15)
+        assert got[1].at - got[0].at >= 0.9
+        assert got[2].at - got[1].at >= 0.9
+        # the 30 s schedule was not used: Retry-After decided
+        assert got[2].at - got[0].at < 10
+        logged = final(client, owner, "quote", hook)[0]
+        assert [a["status"] for a in logged["attempts"]] == [429, 503, 200]
+    finally:
+        pool.stop()
+
+
+def test_timeouts_are_failures_that_get_retried(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    hook = add_hook(client, alice, "quote", receiver.url())
+    receiver.script("/hook", Reply(200, delay=3.0))  # WEBHOOKS_TIMEOUT is 2 s here
+    workers.start()
+    emit(app, alice.bots["quote"], "quote.created", {})
+    logged = final(client, alice, "quote", hook, timeout=30)[0]
+    assert logged["status"] == "succeeded"
+    assert logged["attempts"][0]["status"] is None
+    assert "timeout" in logged["attempts"][0]["error"].lower()
+    assert logged["attempts"][0]["duration_ms"] < 2900
+
+
+def test_connection_refused_then_receiver_comes_back(
+    app: Flask, client: FlaskClient, alice: Owner, workers: Workers,
+) -> None:
+    from tests.redis_server import free_port
+
+    port = free_port()
+    hook = add_hook(client, alice, "quote", f"http://127.0.0.1:{port}/hook")
+    workers.start()
+    emit(app, alice.bots["quote"], "quote.created", {"x": 1})
+    wait_until(lambda: (deliveries(client, alice, "quote", hook) or [{}])[0].get("attempts"))
+    late = Receiver(port=port).start()
+    try:
+        got = late.wait_for(1, timeout=20)
+        assert got[0].json()["data"] == {"x": 1}
+        logged = final(client, alice, "quote", hook)[0]
+        assert logged["status"] == "succeeded"
+        assert logged["attempts"][0]["status"] is None
+    finally:
+        late.stop()
+
+
+def test_private_address_refused_at_send_time(
+    make_app: Any, receiver: Receiver, redis_server: Any,
+) -> None:
+    """Registered while private URLs were allowed; the worker's own rules refuse to send."""
+    app = make_app(**FAST)
+    client, owner = app.test_client(), Owner(app, "fred")
+    hook = add_hook(client, owner, "quote", receiver.url())
+    hook_by_name = add_hook(client, owner, "quote", f"http://localhost:{receiver.port}/n",
+                            name="byname")
+    pool = Workers(redis_server.url, {**dict(app.config), "WEBHOOKS_ALLOW_PRIVATE_URLS": False,
+                                      "WEBHOOKS_RETRY_DELAYS": "0.1"})
+    pool.start()
+    try:
+        emit(app, owner.bots["quote"], "quote.created", {})
+        for one in (hook, hook_by_name):
+            logged = final(client, owner, "quote", one)[0]
+            assert logged["status"] == "failed"
+            assert all("refused" in (a["error"] or "") for a in logged["attempts"])
+        assert receiver.received == []
+    finally:
+        pool.stop()
+
+
+# -- rotation --------------------------------------------------------------------------------
+
+def test_rotation_signs_with_both_secrets_during_the_overlap(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    hook = add_hook(client, alice, "quote", receiver.url())
+    url = f"{HOOKS.format(alice.bots['quote'])}/{hook['id']}/rotate-secret"
+    new = client.post(url, headers=alice.headers).get_json()["secret"]
+    workers.start()
+    emit(app, alice.bots["quote"], "quote.created", {})
+    got = receiver.wait_for(1)[0]
+    assert len(got.headers["webhook-signature"].split()) == 2
+    Webhook(hook["secret"]).verify(got.body, got.headers)
+    Webhook(new).verify(got.body, got.headers)
+
+
+def test_after_the_overlap_only_the_new_secret_signs(
+    make_app: Any, receiver: Receiver, redis_server: Any,
+) -> None:
+    app = make_app(**{**FAST, "WEBHOOKS_SECRET_OVERLAP": 0})
+    client, owner = app.test_client(), Owner(app, "gina")
+    hook = add_hook(client, owner, "quote", receiver.url())
+    url = f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}/rotate-secret"
+    new = client.post(url, headers=owner.headers).get_json()["secret"]
+    pool = Workers(redis_server.url, dict(app.config))
+    pool.start()
+    try:
+        emit(app, owner.bots["quote"], "quote.created", {})
+        got = receiver.wait_for(1)[0]
+        Webhook(new).verify(got.body, got.headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(hook["secret"]).verify(got.body, got.headers)
+    finally:
+        pool.stop()
+
+
+# -- the log, redelivery, test events --------------------------------------------------------
+
+def test_log_pages_newest_first_and_redelivery_keeps_the_event_id(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    hook = add_hook(client, alice, "quote", receiver.url())
+    workers.start()
+    ids = [emit(app, alice.bots["quote"], "quote.created", {"n": n}) for n in range(5)]
+    final(client, alice, "quote", hook, count=5)
+    base = f"{HOOKS.format(alice.bots['quote'])}/{hook['id']}/deliveries"
+    page1 = client.get(f"{base}?limit=2", headers=alice.headers).get_json()
+    assert page1["has_more"] is True and len(page1["data"]) == 2
+    page2 = client.get(f"{base}?limit=2&starting_after={page1['data'][-1]['id']}",
+                       headers=alice.headers).get_json()
+    page3 = client.get(f"{base}?limit=2&starting_after={page2['data'][-1]['id']}",
+                       headers=alice.headers).get_json()
+    assert page3["has_more"] is False
+    seen = [d["event_id"] for p in (page1, page2, page3) for d in p["data"]]
+    assert sorted(seen) == sorted(ids) and len(set(seen)) == 5
+    created = [d["created_at"] for p in (page1, page2, page3) for d in p["data"]]
+    assert created == sorted(created, reverse=True)
+    for bad in ("limit=0", "limit=101", "limit=x", "starting_after=dlv_nope"):
+        assert client.get(f"{base}?{bad}", headers=alice.headers).status_code == 422
+    target = page3["data"][0]
+    again = client.post(f"{base}/{target['id']}/redeliver", headers=alice.headers)
+    assert again.status_code == 202
+    assert again.get_json()["event_id"] == target["event_id"]
+    assert again.get_json()["redelivery_of"] == target["id"]
+    got = receiver.wait_for(6)
+    assert [r.headers["webhook-id"] for r in got].count(target["event_id"]) == 2
+    assert client.post(f"{base}/dlv_missing/redeliver", headers=alice.headers
+                       ).status_code == 404
+
+
+def test_test_event_reaches_a_webhook_whatever_its_events(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    hook = add_hook(client, alice, "booking", receiver.url(), events=["booking.cancelled"])
+    workers.start()
+    url = f"{HOOKS.format(alice.bots['booking'])}/{hook['id']}/test"
+    response = client.post(url, headers=alice.headers)
+    assert response.status_code == 202
+    got = receiver.wait_for(1)[0]
+    payload = got.json()
+    jsonschema.validate(payload, schema_for("webhook.test"))
+    assert payload["event"] == "webhook.test"
+    Webhook(hook["secret"]).verify(got.body, got.headers)
+
+
+def test_log_retention_is_bounded_by_count(
+    make_app: Any, receiver: Receiver, redis_server: Any,
+) -> None:
+    app = make_app(**{**FAST, "WEBHOOKS_LOG_MAX_PER_WEBHOOK": 3})
+    client, owner = app.test_client(), Owner(app, "hank")
+    hook = add_hook(client, owner, "quote", receiver.url())
+    pool = Workers(redis_server.url, dict(app.config))
+    pool.start()
+    try:
+        for n in range(6):
+            emit(app, owner.bots["quote"], "quote.created", {"n": n})
+            receiver.wait_for(n + 1)
+        time.sleep(0.3)
+        logged = deliveries(client, owner, "quote", hook)
+        assert len(logged) == 3
+        redis = get_state(app).store.redis
+        assert len(redis.keys("*dl:*")) == 3
+    finally:
+        pool.stop()
+
+
+# -- the HTTP emit route and the CLI ---------------------------------------------------------
+
+def test_http_emit_needs_the_platform_key(make_app: Any, receiver: Receiver) -> None:
+    app = make_app(**FAST, WEBHOOKS_PLATFORM_KEY="platform-secret-key")
+    client, owner = app.test_client(), Owner(app, "ivy")
+    url = f"/api/v1.0/chatbots/{owner.bots['quote']}/events"
+    body = {"event": "quote.created", "data": {"total": 5}}
+    assert client.post(url, json=body).status_code == 401
+    assert client.post(url, json=body, headers={"Authorization": "Bearer nope"}
+                       ).status_code == 401
+    assert client.post(url, json=body, headers=owner.headers).status_code == 403
+    platform = {"Authorization": "Bearer platform-secret-key"}
+    accepted = client.post(url, json=body, headers=platform)
+    assert accepted.status_code == 202
+    assert accepted.get_json()["id"].startswith("evt_")
+    stored = get_state(app).store.get_event(accepted.get_json()["id"])
+    assert stored is not None and stored["data"] == {"total": 5}
+    assert client.post(url, json={"event": "booking.created", "data": {}}, headers=platform
+                       ).status_code == 422
+    assert client.post(url, json={"event": "quote.created", "data": "x"}, headers=platform
+                       ).status_code == 422
+    assert client.post(url, json={**body, "extra": 1}, headers=platform).status_code == 422
+    ghost = "/api/v1.0/chatbots/ghost/events"
+    assert client.post(ghost, json=body, headers=platform).status_code == 404
+
+
+def test_http_emit_is_off_without_a_platform_key(client: FlaskClient, alice: Owner) -> None:
+    url = f"/api/v1.0/chatbots/{alice.bots['quote']}/events"
+    response = client.post(url, json={"event": "quote.created", "data": {}},
+                           headers=alice.headers)
+    assert response.status_code == 404
+
+
+def test_cli_emit_prints_the_event_id_last(app: Flask, alice: Owner) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["webhooks", "emit", alice.bots["quote"], "quote.created",
+                                 '{"total": 3}'])
+    assert result.exit_code == 0, result.output
+    event_id = result.output.strip().splitlines()[-1]
+    assert event_id.startswith("evt_")
+    assert get_state(app).store.get_event(event_id)["data"] == {"total": 3}  # type: ignore[index]
+    bad = runner.invoke(args=["webhooks", "emit", alice.bots["quote"], "booking.created"])
+    assert bad.exit_code != 0 and "cannot send" in bad.output
+    assert runner.invoke(args=["webhooks", "emit", alice.bots["quote"], "quote.created",
+                               "{nope"]).exit_code != 0
+
+
+# -- never lost ------------------------------------------------------------------------------
+
+def test_worker_killed_mid_delivery_the_event_still_arrives(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    hook = add_hook(client, alice, "quote", receiver.url())
+    hold = threading.Event()
+    receiver.script("/hook", Reply(200, hold=hold))
+    (first,) = workers.start()
+    event_id = emit(app, alice.bots["quote"], "quote.created", {"n": 1})
+    receiver.wait_for(1)  # the worker's request is being held by the receiver
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    hold.set()
+    workers.start()
+    got = receiver.wait_for(2, timeout=120)
+    assert [r.headers["webhook-id"] for r in got] == [event_id, event_id]
+    logged = final(client, alice, "quote", hook, timeout=30)[0]
+    assert logged["status"] == "succeeded"
+
+
+def test_registrations_and_pending_deliveries_survive_a_redis_restart(
+    receiver: Receiver, tmp_path: Path,
+) -> None:
+    from tests.redis_server import RedisServer
+    from wsgi import create_app
+
+    server = RedisServer(appendonly=True).start()
+    try:
+        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST})
+        client, owner = app.test_client(), Owner(app, "jack")
+        hook = add_hook(client, owner, "quote", receiver.url())
+        event_id = emit(app, owner.bots["quote"], "quote.created", {"n": 1})
+        server.restart()  # no worker ran: the event is pending
+        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST})
+        client = app.test_client()
+        listed = client.get(HOOKS.format(owner.bots["quote"]), headers=owner.headers)
+        assert listed.status_code == 200
+        assert [h["id"] for h in listed.get_json()["data"]] == [hook["id"]]
+        pool = Workers(server.url, dict(app.config))
+        pool.start()
+        try:
+            got = receiver.wait_for(1, timeout=30)
+            assert got[0].headers["webhook-id"] == event_id
+        finally:
+            pool.stop()
+    finally:
+        server.close()
