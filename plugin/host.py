@@ -23,6 +23,8 @@ from typing import Protocol, runtime_checkable
 from flask import Request
 from redis import Redis
 
+from .store import text
+
 
 @dataclass(frozen=True)
 class Chatbot:
@@ -106,11 +108,11 @@ class RedisChatbots:
         raw = self._redis.hgetall(self._key(chatbot_id))
         if not raw:
             return None
-        values = {k.decode(): v.decode() for k, v in raw.items()}
+        values = {text(k): text(v) for k, v in raw.items()}
         return Chatbot(values["id"], values["type"], values["owner"], values.get("name", ""))
 
     def list_for_owner(self, owner: str) -> list[Chatbot]:
-        ids = sorted(i.decode() for i in self._redis.smembers(
+        ids = sorted(text(i) for i in self._redis.smembers(
             f"{self._prefix}owner:{owner}:chatbots"))
         return [bot for bot in map(self.get, ids) if bot is not None]
 
@@ -139,7 +141,7 @@ class RedisApiKeys:
 
     def owner_of(self, key: str) -> str | None:
         owner = self._redis.get(f"{self._prefix}apikey:{self._digest(key)}")
-        return owner.decode() if owner is not None else None
+        return text(owner) if owner is not None else None
 
     def identify(self, request: Request) -> str | None:
         """A :data:`CallerIdentity` backed by these keys."""

@@ -353,7 +353,8 @@ class Pump:
         raws = self.store.redis.mget([self.store.event_key(e) for e in missing])
         for event_id, raw in zip(missing, raws, strict=True):
             if raw:
-                self._events[event_id] = (json.loads(raw), bytes(raw))
+                body = raw if isinstance(raw, bytes) else str(raw).encode()
+                self._events[event_id] = (json.loads(body), body)
 
     def _endpoint(self, endpoint_id: str) -> Endpoint | None:
         cached = self._endpoints.get(endpoint_id)

@@ -47,10 +47,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _text(value: bytes | str | None) -> str:
+def text(value: Any) -> str:
+    """Redis replies as ``str`` (bytes are decoded; None is empty)."""
     if value is None:
         return ""
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_text = text
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -79,7 +83,7 @@ class Endpoint:
     created_at: str = ""
     updated_at: str = ""
 
-    def to_hash(self) -> dict[str, str]:
+    def to_hash(self) -> dict[Any, Any]:
         values = asdict(self)
         values["events"] = json.dumps(self.events)
         values["custom_params"] = json.dumps(self.custom_params)
@@ -135,7 +139,7 @@ class Delivery:
     next_attempt_at: str = ""
     redelivery_of: str = ""
 
-    def to_hash(self) -> dict[str, str]:
+    def to_hash(self) -> dict[Any, Any]:
         values = asdict(self)
         values["attempts"] = json.dumps(self.attempts)
         return {k: str(v) for k, v in values.items()}
@@ -327,7 +331,7 @@ class Store:
                 return existing
             self.redis.set(dedupe, endpoint.id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.ep_key(endpoint.id), mapping=endpoint.to_hash())
+        pipe.hset(self.ep_key(endpoint.id), mapping=dict(endpoint.to_hash()))
         pipe.sadd(self.bot_eps_key(endpoint.chatbot_id), endpoint.id)
         pipe.execute()
         return endpoint
@@ -427,7 +431,7 @@ class Store:
     ) -> None:
         """Create a delivery, log it under its endpoint and make it due at ``due_at_ms``."""
         key = self.delivery_key(delivery.id)
-        pipe.hset(key, mapping=delivery.to_hash())
+        pipe.hset(key, mapping=dict(delivery.to_hash()))
         pipe.expire(key, ttl)
         pipe.zadd(self.log_key(delivery.endpoint_id), {delivery.id: delivery.created_ms})
         pipe.expire(self.log_key(delivery.endpoint_id), ttl)

