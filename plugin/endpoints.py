@@ -9,6 +9,7 @@ callers that do not go through them.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -52,6 +53,13 @@ def check_events(bot: Chatbot, wanted: Sequence[str] | None) -> list[str]:
 
 
 def check_custom_params(params: Mapping[str, Any]) -> None:
+    """Names must not be reserved; values must be JSON scalars (finite numbers)."""
+    for name, value in params.items():
+        scalar = value is None or isinstance(value, str | bool | int) or (
+            isinstance(value, float) and math.isfinite(value))
+        if not scalar:
+            raise Invalid(f"Custom parameter '{name}' must be a string, a finite number, a "
+                          "boolean or null.", {"custom_params": {name: ["Not a JSON scalar."]}})
     refused = sorted(set(params) & catalogue.REFUSED_PARAM_NAMES)
     if refused:
         raise Invalid(

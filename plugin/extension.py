@@ -87,7 +87,10 @@ class WebhooksState:
             event_id=new_event_id(), event=event, chatbot_id=bot.id, chatbot_type=bot.type,
             data=data, conversation_id=conversation_id, created_at=utc_iso(),
         )
-        json.dumps(envelope)  # refuse data that cannot be sent before anything is stored
+        try:  # refuse data that cannot be sent as JSON before anything is stored
+            json.dumps(envelope, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"event data is not JSON: {exc}") from None
         pipe = self.store.redis.pipeline(transaction=False)
         self.store.add_event(envelope, ttl=self.settings.log_max_age, pipe=pipe)
         pump_id = new_id("pump")

@@ -126,6 +126,8 @@ def test_emit_refuses_events_the_bot_cannot_send(app: Flask, alice: Owner) -> No
         emit(app, alice.bots["quote"], "quote.created", ["not", "a", "dict"])  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         emit(app, alice.bots["quote"], "quote.created", {"when": object()})
+    with pytest.raises(TypeError, match="not JSON"):
+        emit(app, alice.bots["quote"], "quote.created", {"total": float("nan")})
     assert get_state(app).store.redis.keys("*ev:*") == []
 
 

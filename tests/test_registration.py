@@ -338,6 +338,26 @@ def test_non_json_bodies(client: FlaskClient, alice: Owner, redis: Redis) -> Non
     assert snapshot(redis) == before
 
 
+@pytest.mark.parametrize("raw,reason", [
+    ("[" * 30_000 + "]" * 30_000, "too deep"),  # under the 64 KiB body limit
+    ('{"name": "a", "url": "http://127.0.0.1/x", "custom_params": {"x": NaN}}', "NaN"),
+    ('{"name": "a", "url": "http://127.0.0.1/x", "custom_params": {"x": -Infinity}}',
+     "Infinity"),
+    ('{"name": "a", "url": "http://127.0.0.1/x", "custom_params": {"x": 1e999}}', "range"),
+    (b'{"name": "\xff", "url": "http://127.0.0.1/x"}', "UTF-8"),
+])
+def test_bodies_that_are_not_really_json_are_400(
+    client: FlaskClient, alice: Owner, redis: Redis, raw: str | bytes, reason: str
+) -> None:
+    """Python's json would accept NaN/Infinity (and deliver them later as invalid JSON) and
+    raise RecursionError (a 500) on deep nesting."""
+    before = snapshot(redis)
+    body = assert_error(client.post(HOOKS.format(alice.bots["quote"]), data=raw,
+                                    content_type="application/json", headers=alice.headers), 400)
+    assert reason in body["message"]
+    assert snapshot(redis) == before
+
+
 def test_unknown_routes_and_methods_are_json_errors(client: FlaskClient, alice: Owner) -> None:
     assert_error(client.get("/api/v1.0/nothing-here", headers=alice.headers), 404)
     assert_error(client.put(HOOKS.format(alice.bots["quote"]), headers=alice.headers), 405)

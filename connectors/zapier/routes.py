@@ -10,12 +10,13 @@ from typing import Any
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
 from plugin import events as catalogue
 from plugin.api import register_blueprint
 from plugin.api.auth import caller, require_owner
+from plugin.api.parsing import PluginBlueprint as Blueprint
 from plugin.endpoints import subscribe
 from plugin.errors import Invalid
 from plugin.extension import get_state

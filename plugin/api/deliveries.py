@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from .. import endpoints
 from ..errors import Invalid
 from .auth import eligible_bot, require_owner
+from .parsing import PluginBlueprint as Blueprint
 from .schemas import DeliveryOut, DeliveryPage, DeliveryQuery
 
 BASE = "/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/deliveries"

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ..errors import Invalid, NotFound
 from ..events import EventNotAllowed
 from ..extension import UnknownChatbot, get_state
 from .auth import require_platform
+from .parsing import PluginBlueprint as Blueprint
 from .schemas import EventAccepted, EventIn
 
 

@@ -12,11 +12,11 @@ from typing import Any
 from flask import jsonify
 from flask.typing import ResponseReturnValue
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from .. import endpoints
 from ..errors import NotFound
 from .auth import eligible_bot, require_owner
+from .parsing import PluginBlueprint as Blueprint
 from .schemas import KaraboAdded, KaraboShown, KaraboUpdated, Message, UrlIn
 
 ADDED = "New Webhook has been added, you can now start listening on the URL for updates."

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from .. import endpoints
 from .auth import eligible_bot, require_owner
+from .parsing import PluginBlueprint as Blueprint
 from .schemas import (
     DeliveryOut,
     SecretIn,
