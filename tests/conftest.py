@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,35 @@ def workers(app: Flask, redis_server: RedisServer) -> Iterator[Workers]:
     pool = Workers(redis_server.url, dict(app.config))
     yield pool
     pool.stop()
+
+
+@dataclass
+class Stack:
+    """An app with its own settings, an owner, and running workers with the same settings."""
+
+    app: Flask
+    client: FlaskClient
+    owner: Owner
+    workers: Workers
+
+
+@pytest.fixture
+def tuned(make_app: Callable[..., Flask], redis_server: RedisServer
+          ) -> Iterator[Callable[..., Stack]]:
+    """``tuned(WEBHOOKS_X=...)``: the fast test settings with some changed; workers stop at
+    teardown. ``worker_config`` overrides settings for the workers only."""
+    pools: list[Workers] = []
+
+    def build(*, worker_config: dict[str, Any] | None = None, **config: Any) -> Stack:
+        app = make_app(**{**FAST, **config})
+        pool = Workers(redis_server.url, {**dict(app.config), **(worker_config or {})})
+        pools.append(pool)
+        pool.start()
+        return Stack(app, app.test_client(), Owner(app, "tess"), pool)
+
+    yield build
+    for pool in pools:
+        pool.stop()
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:

@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from flask.testing import FlaskClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from plugin import EventNotAllowed, UnknownChatbot, get_state
-from tests.conftest import FAST, ROOT, Owner, Workers, wait_until
+from tests.conftest import FAST, ROOT, Owner, Stack, Workers, wait_until
 from tests.receiver import Receiver, Reply
 
 HOOKS = "/api/v1.0/chatbots/{}/webhooks"
@@ -151,40 +152,35 @@ def test_failures_are_retried_with_the_same_event_id(
 
 
 def test_exhausted_retries_fail_and_repeated_failure_deactivates(
-    make_app: Any, receiver: Receiver, redis_server: Any,
+    tuned: Callable[..., Stack], receiver: Receiver,
 ) -> None:
-    app = make_app(**{**FAST, "WEBHOOKS_RETRY_DELAYS": "0.2", "WEBHOOKS_DISABLE_AFTER": 2})
-    client, owner = app.test_client(), Owner(app, "dora")
+    stack = tuned(WEBHOOKS_RETRY_DELAYS="0.2", WEBHOOKS_DISABLE_AFTER=2)
+    app, client, owner = stack.app, stack.client, stack.owner
     hook = add_hook(client, owner, "quote", receiver.url())
     receiver.default = Reply(500)
-    pool = Workers(redis_server.url, dict(app.config))
-    pool.start()
-    try:
-        emit(app, owner.bots["quote"], "quote.created", {"n": 1})
-        first = final(client, owner, "quote", hook)[0]
-        assert first["status"] == "failed" and len(first["attempts"]) == 2
-        shown = client.get(f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}",
-                           headers=owner.headers).get_json()
-        assert shown["active"] is True
-        emit(app, owner.bots["quote"], "quote.created", {"n": 2})
-        final(client, owner, "quote", hook, count=2)
-        url = f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}"
-        shown = wait_until(lambda: (lambda h: h if not h["active"] else None)(
-            client.get(url, headers=owner.headers).get_json()))
-        assert "2 deliveries in a row" in shown["disabled_reason"]
-        # while inactive, events are logged as not sent, and the receiver hears nothing
-        before = len(receiver.received)
-        emit(app, owner.bots["quote"], "quote.created", {"n": 3})
-        time.sleep(1.0)
-        assert len(receiver.received) == before
-        # re-enabling resets it and deliveries flow again
-        receiver.default = Reply(200)
-        enabled = client.patch(url, json={"active": True}, headers=owner.headers).get_json()
-        assert enabled["active"] is True and enabled["disabled_reason"] == ""
-        emit(app, owner.bots["quote"], "quote.created", {"n": 4})
-        wait_until(lambda: any(r.json()["data"] == {"n": 4} for r in receiver.received))
-    finally:
-        pool.stop()
+    emit(app, owner.bots["quote"], "quote.created", {"n": 1})
+    first = final(client, owner, "quote", hook)[0]
+    assert first["status"] == "failed" and len(first["attempts"]) == 2
+    shown = client.get(f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}",
+                       headers=owner.headers).get_json()
+    assert shown["active"] is True
+    emit(app, owner.bots["quote"], "quote.created", {"n": 2})
+    final(client, owner, "quote", hook, count=2)
+    url = f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}"
+    shown = wait_until(lambda: (lambda h: h if not h["active"] else None)(
+        client.get(url, headers=owner.headers).get_json()))
+    assert "2 deliveries in a row" in shown["disabled_reason"]
+    # while inactive, events are logged as not sent, and the receiver hears nothing
+    before = len(receiver.received)
+    emit(app, owner.bots["quote"], "quote.created", {"n": 3})
+    time.sleep(1.0)
+    assert len(receiver.received) == before
+    # re-enabling resets it and deliveries flow again
+    receiver.default = Reply(200)
+    enabled = client.patch(url, json={"active": True}, headers=owner.headers).get_json()
+    assert enabled["active"] is True and enabled["disabled_reason"] == ""
+    emit(app, owner.bots["quote"], "quote.created", {"n": 4})
+    wait_until(lambda: any(r.json()["data"] == {"n": 4} for r in receiver.received))
 
 
 def test_410_deactivates_at_once_without_retry(
@@ -203,27 +199,20 @@ def test_410_deactivates_at_once_without_retry(
     assert len(receiver.received) == 1
 
 
-def test_retry_after_is_respected(
-    make_app: Any, receiver: Receiver, redis_server: Any,
-) -> None:
-    app = make_app(**{**FAST, "WEBHOOKS_RETRY_DELAYS": "30,30"})
-    client, owner = app.test_client(), Owner(app, "erin")
+def test_retry_after_is_respected(tuned: Callable[..., Stack], receiver: Receiver) -> None:
+    stack = tuned(WEBHOOKS_RETRY_DELAYS="30,30")
+    app, client, owner = stack.app, stack.client, stack.owner
     hook = add_hook(client, owner, "quote", receiver.url())
     receiver.script("/hook", Reply(429, {"Retry-After": "1"}),
                     Reply(503, {"Retry-After": "1"}))
-    pool = Workers(redis_server.url, dict(app.config))
-    pool.start()
-    try:
-        emit(app, owner.bots["quote"], "quote.created", {})
-        got = receiver.wait_for(3, timeout=15)
-        assert got[1].at - got[0].at >= 0.9
-        assert got[2].at - got[1].at >= 0.9
-        # the 30 s schedule was not used: Retry-After decided
-        assert got[2].at - got[0].at < 10
-        logged = final(client, owner, "quote", hook)[0]
-        assert [a["status"] for a in logged["attempts"]] == [429, 503, 200]
-    finally:
-        pool.stop()
+    emit(app, owner.bots["quote"], "quote.created", {})
+    got = receiver.wait_for(3, timeout=15)
+    assert got[1].at - got[0].at >= 0.9
+    assert got[2].at - got[1].at >= 0.9
+    # the 30 s schedule was not used: Retry-After decided
+    assert got[2].at - got[0].at < 10
+    logged = final(client, owner, "quote", hook)[0]
+    assert [a["status"] for a in logged["attempts"]] == [429, 503, 200]
 
 
 def test_timeouts_are_failures_that_get_retried(
@@ -262,26 +251,21 @@ def test_connection_refused_then_receiver_comes_back(
 
 
 def test_private_address_refused_at_send_time(
-    make_app: Any, receiver: Receiver, redis_server: Any,
+    tuned: Callable[..., Stack], receiver: Receiver
 ) -> None:
     """Registered while private URLs were allowed; the worker's own rules refuse to send."""
-    app = make_app(**FAST)
-    client, owner = app.test_client(), Owner(app, "fred")
+    stack = tuned(worker_config={"WEBHOOKS_ALLOW_PRIVATE_URLS": False,
+                                 "WEBHOOKS_RETRY_DELAYS": "0.1"})
+    app, client, owner = stack.app, stack.client, stack.owner
     hook = add_hook(client, owner, "quote", receiver.url())
     hook_by_name = add_hook(client, owner, "quote", f"http://localhost:{receiver.port}/n",
                             name="byname")
-    pool = Workers(redis_server.url, {**dict(app.config), "WEBHOOKS_ALLOW_PRIVATE_URLS": False,
-                                      "WEBHOOKS_RETRY_DELAYS": "0.1"})
-    pool.start()
-    try:
-        emit(app, owner.bots["quote"], "quote.created", {})
-        for one in (hook, hook_by_name):
-            logged = final(client, owner, "quote", one)[0]
-            assert logged["status"] == "failed"
-            assert all("refused" in (a["error"] or "") for a in logged["attempts"])
-        assert receiver.received == []
-    finally:
-        pool.stop()
+    emit(app, owner.bots["quote"], "quote.created", {})
+    for one in (hook, hook_by_name):
+        logged = final(client, owner, "quote", one)[0]
+        assert logged["status"] == "failed"
+        assert all("refused" in (a["error"] or "") for a in logged["attempts"])
+    assert receiver.received == []
 
 
 # -- rotation --------------------------------------------------------------------------------
@@ -301,23 +285,18 @@ def test_rotation_signs_with_both_secrets_during_the_overlap(
 
 
 def test_after_the_overlap_only_the_new_secret_signs(
-    make_app: Any, receiver: Receiver, redis_server: Any,
+    tuned: Callable[..., Stack], receiver: Receiver
 ) -> None:
-    app = make_app(**{**FAST, "WEBHOOKS_SECRET_OVERLAP": 0})
-    client, owner = app.test_client(), Owner(app, "gina")
+    stack = tuned(WEBHOOKS_SECRET_OVERLAP=0)
+    app, client, owner = stack.app, stack.client, stack.owner
     hook = add_hook(client, owner, "quote", receiver.url())
     url = f"{HOOKS.format(owner.bots['quote'])}/{hook['id']}/rotate-secret"
     new = client.post(url, headers=owner.headers).get_json()["secret"]
-    pool = Workers(redis_server.url, dict(app.config))
-    pool.start()
-    try:
-        emit(app, owner.bots["quote"], "quote.created", {})
-        got = receiver.wait_for(1)[0]
-        Webhook(new).verify(got.body, got.headers)
-        with pytest.raises(WebhookVerificationError):
-            Webhook(hook["secret"]).verify(got.body, got.headers)
-    finally:
-        pool.stop()
+    emit(app, owner.bots["quote"], "quote.created", {})
+    got = receiver.wait_for(1)[0]
+    Webhook(new).verify(got.body, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(hook["secret"]).verify(got.body, got.headers)
 
 
 # -- the log, redelivery, test events --------------------------------------------------------
@@ -370,24 +349,37 @@ def test_test_event_reaches_a_webhook_whatever_its_events(
 
 
 def test_log_retention_is_bounded_by_count(
-    make_app: Any, receiver: Receiver, redis_server: Any,
+    tuned: Callable[..., Stack], receiver: Receiver
 ) -> None:
-    app = make_app(**{**FAST, "WEBHOOKS_LOG_MAX_PER_WEBHOOK": 3})
-    client, owner = app.test_client(), Owner(app, "hank")
+    stack = tuned(WEBHOOKS_LOG_MAX_PER_WEBHOOK=3)
+    app, client, owner = stack.app, stack.client, stack.owner
     hook = add_hook(client, owner, "quote", receiver.url())
-    pool = Workers(redis_server.url, dict(app.config))
-    pool.start()
-    try:
-        for n in range(6):
-            emit(app, owner.bots["quote"], "quote.created", {"n": n})
-            receiver.wait_for(n + 1)
-        time.sleep(0.3)
-        logged = deliveries(client, owner, "quote", hook)
-        assert len(logged) == 3
-        redis = get_state(app).store.redis
-        assert len(redis.keys("*dl:*")) == 3
-    finally:
-        pool.stop()
+    for n in range(6):
+        emit(app, owner.bots["quote"], "quote.created", {"n": n})
+        receiver.wait_for(n + 1)
+    time.sleep(0.3)
+    logged = deliveries(client, owner, "quote", hook)
+    assert len(logged) == 3
+    redis = get_state(app).store.redis
+    assert len(redis.keys("*dl:*")) == 3
+
+
+def test_log_retention_is_bounded_by_age(
+    tuned: Callable[..., Stack], receiver: Receiver
+) -> None:
+    stack = tuned(WEBHOOKS_LOG_MAX_AGE=2)
+    app, client, owner = stack.app, stack.client, stack.owner
+    hook = add_hook(client, owner, "quote", receiver.url())
+    old = emit(app, owner.bots["quote"], "quote.created", {"n": "old"})
+    final(client, owner, "quote", hook)
+    time.sleep(2.5)
+    redis = get_state(app).store.redis
+    assert redis.exists(f"whk:ev:{old}") == 0  # events expire with the log
+    emit(app, owner.bots["quote"], "quote.created", {"n": "new"})
+    receiver.wait_for(2)
+    logged = final(client, owner, "quote", hook)
+    assert [d["event_id"] for d in logged] != [] and old not in [d["event_id"] for d in logged]
+    assert len(redis.keys("*dl:*")) == 1
 
 
 # -- the HTTP emit route and the CLI ---------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 from plugin import get_state
-from tests.conftest import FAST, ROOT, Owner, Workers, wait_until
+from tests.conftest import ROOT, Owner, Stack, Workers, wait_until
 from tests.receiver import Receiver, Reply
 from tests.test_registration import assert_error, snapshot
 
@@ -164,17 +165,11 @@ def test_zapier_gets_the_same_payload_and_a_410_removes_the_subscription(
     assert len(receiver.on("/zap")) == 2
 
 
-def test_zapier_429_backs_off(make_app: Any, receiver: Receiver, redis_server: Any) -> None:
-    app = make_app(**{**FAST, "WEBHOOKS_RETRY_DELAYS": "20,20"})
-    client, owner = app.test_client(), Owner(app, "lee")
-    subscribe(client, owner, receiver.url("/zap"), "quote.created", "quote")
+def test_zapier_429_backs_off(tuned: Callable[..., Stack], receiver: Receiver) -> None:
+    stack = tuned(WEBHOOKS_RETRY_DELAYS="20,20")
+    subscribe(stack.client, stack.owner, receiver.url("/zap"), "quote.created", "quote")
     receiver.script("/zap", Reply(429, {"Retry-After": "1"}))
-    pool = Workers(redis_server.url, dict(app.config))
-    pool.start()
-    try:
-        get_state(app).emit(owner.bots["quote"], "quote.created", {})
-        got = receiver.wait_for(2, "/zap")
-        assert 0.9 <= got[1].at - got[0].at < 10  # Retry-After, not the 20 s schedule
-        assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
-    finally:
-        pool.stop()
+    get_state(stack.app).emit(stack.owner.bots["quote"], "quote.created", {})
+    got = receiver.wait_for(2, "/zap")
+    assert 0.9 <= got[1].at - got[0].at < 10  # Retry-After, not the 20 s schedule
+    assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]

@@ -15,6 +15,8 @@ from flask.views import MethodView
 
 from .. import endpoints
 from ..errors import NotFound
+from ..extension import WebhooksState
+from ..store import Endpoint
 from .auth import eligible_bot, require_owner
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import KaraboAdded, KaraboShown, KaraboUpdated, Message, UrlIn
@@ -22,6 +24,15 @@ from .schemas import KaraboAdded, KaraboShown, KaraboUpdated, Message, UrlIn
 ADDED = "New Webhook has been added, you can now start listening on the URL for updates."
 UPDATED = ("Existing webhook URL was updated, you can now start listening on the new URL for "
            "updates.")
+
+
+def default_webhook(unique_id: str) -> tuple[WebhooksState, Endpoint]:
+    """The caller's eligible bot's ``default`` webhook, or 404."""
+    state, bot = eligible_bot(unique_id)
+    webhook = state.store.webhook_named(bot.id, endpoints.DEFAULT_NAME)
+    if webhook is None:
+        raise NotFound(f"Chatbot '{bot.id}' has no webhook.")
+    return state, webhook
 
 
 def make_blueprint() -> Blueprint:
@@ -48,20 +59,14 @@ def make_blueprint() -> Blueprint:
         @blp.response(200, KaraboShown)
         def get(self, unique_id: str) -> dict[str, Any]:
             """Show the chatbot's webhook."""
-            state, bot = eligible_bot(unique_id)
-            webhook = state.store.webhook_named(bot.id, endpoints.DEFAULT_NAME)
-            if webhook is None:
-                raise NotFound(f"Chatbot '{bot.id}' has no webhook.")
-            return {"chatbot_id": bot.id, "webhook_id": webhook.id, "url": webhook.url,
-                    "active": webhook.active, "events": webhook.events}
+            _state, webhook = default_webhook(unique_id)
+            return {"chatbot_id": webhook.chatbot_id, "webhook_id": webhook.id,
+                    "url": webhook.url, "active": webhook.active, "events": webhook.events}
 
         @blp.response(200, Message)
         def delete(self, unique_id: str) -> dict[str, Any]:
             """Remove the chatbot's webhook."""
-            state, bot = eligible_bot(unique_id)
-            webhook = state.store.webhook_named(bot.id, endpoints.DEFAULT_NAME)
-            if webhook is None:
-                raise NotFound(f"Chatbot '{bot.id}' has no webhook.")
+            state, webhook = default_webhook(unique_id)
             state.store.delete_endpoint(webhook)
             return {"message": "The webhook was removed."}
 
