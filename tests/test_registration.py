@@ -393,3 +393,42 @@ def test_use_before_init_app_is_a_clear_error() -> None:
         get_state(app)
     with pytest.raises(RuntimeError, match="app context"):
         ChatbotWebhooks().emit("bot", "quote.created", {})
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1/x", "http://127.1/x", "http://2130706433/x", "http://0x7f000001/x",
+    "http://0x7f.1/x", "http://0177.0.0.1/x", "http://127.0.0.1./x", "http://localhost/x",
+    "http://localhost./x", "http://app.localhost/x", "http://[::1]/x",
+    "http://[::ffff:127.0.0.1]/x", "http://[::ffff:7f00:1]/x", "http://[64:ff9b::7f00:1]/x",
+    "http://10.0.0.1/x", "http://10.1/x", "http://172.16.5.4/x", "http://192.168.1.1/x",
+    "http://169.254.169.254/latest/meta-data/", "http://100.64.0.1/x", "http://0.0.0.0/x",
+    "http://[::]/x", "http://224.0.0.1/x", "http://240.0.0.1/x", "http://[fe80::1]/x",
+    "http://[fc00::1]/x", "http://198.18.0.1/x", "http://%31%32%37.0.0.1/x",
+    "http://user:pw@example.com/x", "javascript:alert(1)", "file:///etc/passwd",
+    "gopher://127.0.0.1/x", "http:///x", "http://exa mple.com/x",
+])
+def test_registration_refuses_private_and_odd_urls(make_app: Any, redis: Redis, url: str
+                                                  ) -> None:
+    """End to end through the Karabo route and the webhook API, private URLs not allowed."""
+    app = make_app()
+    owner = Owner(app, "uma")
+    client = app.test_client()
+    before = snapshot(redis)
+    body = assert_error(client.post(KARABO.format(owner.bots["quote"]), json={"url": url},
+                                    headers=owner.headers), 422)
+    assert "url" in body["errors"]
+    assert_error(client.post(HOOKS.format(owner.bots["quote"]), json={"name": "a", "url": url},
+                             headers=owner.headers), 422)
+    assert snapshot(redis) == before
+
+
+def test_require_https_refuses_plain_http(make_app: Any) -> None:
+    app = make_app(WEBHOOKS_ALLOW_PRIVATE_URLS=True, WEBHOOKS_REQUIRE_HTTPS=True)
+    owner = Owner(app, "vic")
+    client = app.test_client()
+    body = assert_error(client.post(KARABO.format(owner.bots["quote"]),
+                                    json={"url": "http://127.0.0.1/x"}, headers=owner.headers),
+                        422)
+    assert "https" in body["message"]
+    assert client.post(KARABO.format(owner.bots["quote"]), json={"url": "https://127.0.0.1/x"},
+                       headers=owner.headers).status_code == 201
