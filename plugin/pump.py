@@ -40,9 +40,6 @@ from .store import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, Store
 
 log = logging.getLogger(__name__)
 
-#: Seconds an endpoint read from Redis is trusted before it is read again: changes (a new URL,
-#: deactivation, a rotated secret) reach deliveries within this time.
-ENDPOINT_CACHE_SECONDS = 1.0
 #: Milliseconds a delivery to a saturated receiver is put back before it is claimed again.
 SATURATED_DEFER_MS = 1000
 #: Seconds to wait for a finished attempt when threads are busy and nothing else is to do.
@@ -89,10 +86,13 @@ class Pump:
         self.pump_id = pump_id
         self.in_flight: dict[Future[Outcome], Work] = {}
         self.host_load: Counter[str] = Counter()
-        self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
-        self._bot_endpoints: dict[str, tuple[float, list[str]]] = {}
+        # Endpoints are cached per bot and re-read when the bot's version key changed: one MGET
+        # per batch keeps every delivery exact (a subscription made just before an emit gets
+        # that event; a rotated secret signs the next attempt).
+        self._endpoints: dict[str, Endpoint] = {}
+        self._bots: dict[str, tuple[int, list[str]]] = {}
         self._events: dict[str, tuple[dict[str, Any], bytes]] = {}
-        self._keys: dict[str, list[bytes]] = {}
+        self._keys: dict[str, tuple[list[bytes], float]] = {}
         self.attempted = 0
 
     # -- the loop ----------------------------------------------------------------------------
@@ -167,11 +167,14 @@ class Pump:
         event_ids = [item[2:] for item in claimed if item.startswith("f:")]
         delivery_ids = [item[2:] for item in claimed if item.startswith("d:")]
         self._load_events(event_ids)
+        found = self.store.get_deliveries(delivery_ids) if delivery_ids else []
+        self._sync_bots(
+            [self._events[e][0]["chatbot"]["id"] for e in event_ids if e in self._events]
+            + [d.chatbot_id for d in found if d is not None])
         ready: list[Delivery] = []
         if event_ids:
             ready.extend(self._fan_out(event_ids, free))
         if delivery_ids:
-            found = self.store.get_deliveries(delivery_ids)
             self._load_events([d.event_id for d in found if d is not None])
             pipe = self.store.redis.pipeline(transaction=False)
             for delivery_id, delivery in zip(delivery_ids, found, strict=True):
@@ -258,11 +261,17 @@ class Pump:
 
     def _attempt(self, work: Work) -> Outcome:
         """Runs on a delivery thread: sign and POST."""
-        keys = self._keys.get(work.endpoint.id)
-        if keys is None:
-            keys = [secret_key(s) for s in work.endpoint.secrets_now()]
-            self._keys[work.endpoint.id] = keys
-        headers = signed_headers(keys, work.delivery.event_id, work.body)
+        endpoint = work.endpoint
+        cached = self._keys.get(endpoint.id)
+        now = time.time()
+        if cached is None or now >= cached[1]:
+            # the previous secret signs too until its overlap ends; re-derive after that
+            until = (endpoint.previous_secret_until
+                     if endpoint.previous_secret and now < endpoint.previous_secret_until
+                     else float("inf"))
+            cached = ([secret_key(s) for s in endpoint.secrets_now(now)], until)
+            self._keys[endpoint.id] = cached
+        headers = signed_headers(cached[0], work.delivery.event_id, work.body)
         return self.engine.sender.post(work.endpoint.url, work.body, headers)
 
     # -- results -----------------------------------------------------------------------------
@@ -302,7 +311,7 @@ class Pump:
                 self._close(pipe, delivery, SUCCEEDED)
                 if endpoint.failed_deliveries:
                     endpoint.failed_deliveries = 0
-                    pipe.hset(self.store.ep_key(endpoint.id), "failed_deliveries", 0)
+                    self.store.update_endpoint_fields(endpoint, {"failed_deliveries": 0}, pipe)
             elif verdict is Verdict.GONE:
                 self._close(pipe, delivery, FAILED)
                 gone.append(endpoint)
@@ -310,6 +319,7 @@ class Pump:
                 self._close(pipe, delivery, FAILED)
                 pipe.hincrby(self.store.ep_key(endpoint.id), "failed_deliveries", 1)
                 counted.append((len(pipe), endpoint))
+                pipe.incr(self.store.bot_version_key(endpoint.chatbot_id))
         self.store.refresh_pump(pipe, self.pump_id, settings.lease)
         results = pipe.execute()
         for position, endpoint in counted:
@@ -323,7 +333,6 @@ class Pump:
                 self.store.delete_endpoint(endpoint)
             elif endpoint.active:
                 self._deactivate(endpoint, f"The receiver answered 410 Gone on {utc_iso()}.")
-            self._endpoints.pop(endpoint.id, None)
 
     def _close(self, pipe: Pipeline, delivery: Delivery, status: str, error: str = "") -> None:
         """Final state: no more attempts. ``error`` records why nothing was sent."""
@@ -338,10 +347,8 @@ class Pump:
     def _deactivate(self, endpoint: Endpoint, reason: str) -> None:
         endpoint.active = False
         endpoint.disabled_reason = reason
-        self.store.redis.hset(self.store.ep_key(endpoint.id),
-                              mapping={"active": "0", "disabled_reason": reason,
-                                       "updated_at": utc_iso()})
-        self._endpoints.pop(endpoint.id, None)
+        self.store.update_endpoint_fields(
+            endpoint, {"active": "0", "disabled_reason": reason, "updated_at": utc_iso()})
 
     # -- caches ------------------------------------------------------------------------------
     def _load_events(self, event_ids: list[str]) -> None:
@@ -356,27 +363,32 @@ class Pump:
                 body = raw if isinstance(raw, bytes) else str(raw).encode()
                 self._events[event_id] = (json.loads(body), body)
 
-    def _endpoint(self, endpoint_id: str) -> Endpoint | None:
-        cached = self._endpoints.get(endpoint_id)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > ENDPOINT_CACHE_SECONDS:
-            endpoint = self.store.get_endpoint(endpoint_id)
-            self._endpoints[endpoint_id] = (now, endpoint)
-            self._keys.pop(endpoint_id, None)
-            return endpoint
-        return cached[1]
-
-    def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:
-        cached = self._bot_endpoints.get(chatbot_id)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > ENDPOINT_CACHE_SECONDS:
+    def _sync_bots(self, chatbot_ids: list[str]) -> None:
+        """Re-read the endpoints of every bot whose version changed since it was cached."""
+        unique = list(dict.fromkeys(chatbot_ids))
+        if not unique:
+            return
+        for chatbot_id, version in zip(unique, self.store.bot_versions(unique), strict=True):
+            cached = self._bots.get(chatbot_id)
+            if cached is not None and cached[0] == version:
+                continue
+            for endpoint_id in cached[1] if cached else []:
+                self._endpoints.pop(endpoint_id, None)
+                self._keys.pop(endpoint_id, None)
             endpoints = self.store.endpoints_of(chatbot_id)
             for endpoint in endpoints:
-                self._endpoints[endpoint.id] = (now, endpoint)
+                self._endpoints[endpoint.id] = endpoint
                 self._keys.pop(endpoint.id, None)
-            cached = (now, [e.id for e in endpoints])
-            self._bot_endpoints[chatbot_id] = cached
-        return [e for e in map(self._endpoint, cached[1]) if e is not None]
+            self._bots[chatbot_id] = (version, [e.id for e in endpoints])
+
+    def _endpoint(self, endpoint_id: str) -> Endpoint | None:
+        """A cached endpoint (its bot synced this batch); None when it no longer exists."""
+        return self._endpoints.get(endpoint_id)
+
+    def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:
+        cached = self._bots.get(chatbot_id)
+        ids = cached[1] if cached else []
+        return [self._endpoints[i] for i in ids if i in self._endpoints]
 
 
 def _host_of(url: str) -> str:

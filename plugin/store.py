@@ -9,6 +9,9 @@ Key layout (``p`` is the configured prefix)::
     p ep:{id}               hash   one endpoint (see Endpoint)
     p bot:{cid}:eps         set    ids of every endpoint of a chatbot (fan-out reads this)
     p bot:{cid}:names       hash   webhook name -> id (names are unique per bot)
+    p bot:{cid}:ver         int    bumped by every change to the bot's endpoints, so delivery
+                                   jobs can cache endpoints and still see a new subscription
+                                   before the very next event
     p zap:{owner}:{digest}  string subscription id for (target_url, event, chatbot)
     p ev:{eid}              string the event envelope as JSON (expires with the log)
     p bot:{cid}:recent:{ev} list   newest events of that type (Zapier samples)
@@ -169,7 +172,8 @@ class TooManyEndpoints(Exception):
     """The bot already has the maximum number of webhooks."""
 
 
-# KEYS: ep hash, bot eps set, bot names hash. ARGV: id, name, max, then hash field/value pairs.
+# KEYS: ep hash, bot eps set, bot names hash, bot version.
+# ARGV: id, name, max, then hash field/value pairs.
 _CREATE_WEBHOOK = """
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 'name' end
 if tonumber(ARGV[3]) > 0 and redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[3]) then
@@ -178,10 +182,12 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+redis.call('INCR', KEYS[4])
 return 'ok'
 """
 
-# KEYS: ep hash, bot names hash. ARGV: id, old name, new name, then field/value pairs.
+# KEYS: ep hash, bot names hash, bot version. ARGV: id, old name, new name, then field/value
+# pairs.
 _UPDATE_WEBHOOK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
 if ARGV[2] ~= ARGV[3] then
@@ -190,6 +196,7 @@ if ARGV[2] ~= ARGV[3] then
   redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('INCR', KEYS[3])
 return 'ok'
 """
 
@@ -279,6 +286,9 @@ class Store:
     def bot_names_key(self, chatbot_id: str) -> str:
         return f"{self.prefix}bot:{chatbot_id}:names"
 
+    def bot_version_key(self, chatbot_id: str) -> str:
+        return f"{self.prefix}bot:{chatbot_id}:ver"
+
     def event_key(self, event_id: str) -> str:
         return f"{self.prefix}ev:{event_id}"
 
@@ -301,7 +311,8 @@ class Store:
         pairs = [item for kv in endpoint.to_hash().items() for item in kv]
         result = _text(self._create_webhook(
             keys=[self.ep_key(endpoint.id), self.bot_eps_key(endpoint.chatbot_id),
-                  self.bot_names_key(endpoint.chatbot_id)],
+                  self.bot_names_key(endpoint.chatbot_id),
+                  self.bot_version_key(endpoint.chatbot_id)],
             args=[endpoint.id, endpoint.name, max_per_bot, *pairs],
         ))
         if result == "name":
@@ -313,7 +324,8 @@ class Store:
         """Write back a changed webhook (renames keep names unique). False if it is gone."""
         pairs = [item for kv in endpoint.to_hash().items() for item in kv]
         result = _text(self._update_webhook(
-            keys=[self.ep_key(endpoint.id), self.bot_names_key(endpoint.chatbot_id)],
+            keys=[self.ep_key(endpoint.id), self.bot_names_key(endpoint.chatbot_id),
+                  self.bot_version_key(endpoint.chatbot_id)],
             args=[endpoint.id, old_name, endpoint.name, *pairs],
         ))
         if result == "name":
@@ -333,6 +345,7 @@ class Store:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.ep_key(endpoint.id), mapping=dict(endpoint.to_hash()))
         pipe.sadd(self.bot_eps_key(endpoint.chatbot_id), endpoint.id)
+        pipe.incr(self.bot_version_key(endpoint.chatbot_id))
         pipe.execute()
         return endpoint
 
@@ -372,7 +385,23 @@ class Store:
                                         endpoint.chatbot_id))
         for delivery_id in log_ids:
             pipe.delete(self.delivery_key(delivery_id))
+        pipe.incr(self.bot_version_key(endpoint.chatbot_id))
         pipe.execute()
+
+    def update_endpoint_fields(
+        self, endpoint: Endpoint, fields: dict[Any, Any], pipe: Pipeline | None = None
+    ) -> None:
+        """Change some fields of an endpoint (delivery results: deactivation, failure count)
+        and bump its bot's version so every delivery job re-reads it."""
+        target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
+        target.hset(self.ep_key(endpoint.id), mapping=fields)
+        target.incr(self.bot_version_key(endpoint.chatbot_id))
+        if pipe is None:
+            target.execute()
+
+    def bot_versions(self, chatbot_ids: Sequence[str]) -> list[int]:
+        return [int(v or 0) for v in self.redis.mget(
+            [self.bot_version_key(c) for c in chatbot_ids])]
 
     def subscriptions_of_owner(self, owner: str, chatbot_ids: Iterable[str]) -> list[Endpoint]:
         return [e for cid in chatbot_ids for e in self.endpoints_of(cid)

@@ -477,3 +477,38 @@ def test_registrations_and_pending_deliveries_survive_a_redis_restart(
             pool.stop()
     finally:
         server.close()
+
+
+def test_a_webhook_added_while_events_flow_gets_the_very_next_event(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    """Delivery jobs cache endpoints; the bot's version key must make a new webhook (and a
+    Zapier subscription) visible to the event emitted right after it was created."""
+    add_hook(client, alice, "quote", receiver.url("/first"), name="first")
+    workers.start()
+    for round_ in range(5):
+        emit(app, alice.bots["quote"], "quote.created", {"warm": round_})
+        receiver.wait_for(2 * round_ + 1, "/first")  # the warm-up event is through
+        add_hook(client, alice, "quote", receiver.url(f"/new{round_}"), name=f"new{round_}")
+        client.post("/api/v1.0/zapier/hooks", headers=alice.headers, json={
+            "target_url": receiver.url(f"/zap{round_}"), "event": "quote.created",
+            "chatbot_id": alice.bots["quote"]})
+        event_id = emit(app, alice.bots["quote"], "quote.created", {"after": round_})
+        assert receiver.wait_for(1, f"/new{round_}")[0].headers["webhook-id"] == event_id
+        assert receiver.wait_for(1, f"/zap{round_}")[0].headers["webhook-id"] == event_id
+
+
+def test_a_deleted_webhook_gets_nothing_after_deletion(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    keep = add_hook(client, alice, "quote", receiver.url("/keep"), name="keep")
+    gone = add_hook(client, alice, "quote", receiver.url("/gone"), name="gone")
+    workers.start()
+    emit(app, alice.bots["quote"], "quote.created", {"n": 1})
+    receiver.wait_for(1, "/gone")
+    assert client.delete(f"{HOOKS.format(alice.bots['quote'])}/{gone['id']}",
+                         headers=alice.headers).status_code == 204
+    emit(app, alice.bots["quote"], "quote.created", {"n": 2})
+    receiver.wait_for(2, "/keep")
+    assert len(receiver.on("/gone")) == 1
+    assert keep["id"]
