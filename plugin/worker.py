@@ -1,4 +1,4 @@
-"""The worker process: an RQ ``SimpleWorker`` plus a ticker thread.
+"""The worker process: an RQ ``SimpleWorker`` plus a ticker thread (no RQ scheduler needed).
 
 Why ``SimpleWorker``: a delivery job is long-lived and I/O bound; forking per job would throw
 away the kept-alive connections and threads each job builds up. Why a ticker: retries fall
@@ -65,7 +65,10 @@ def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None
     worker = SimpleWorker([Queue(settings.queue, connection=redis)], connection=redis,
                           name=name)
     try:
-        worker.work(burst=burst, with_scheduler=True)
+        # No RQ scheduler: retries and expired leases live in the plugin's due set and the
+        # ticker starts jobs for them. RQ's scheduler is a forked child that a SIGKILLed worker
+        # would leave orphaned, still heartbeating into Redis.
+        worker.work(burst=burst)
     finally:
         ticker.stopped.set()
         ticker.join(timeout=5)
