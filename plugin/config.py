@@ -29,6 +29,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "WEBHOOKS_REQUIRE_HTTPS": (False, "Refuse plain http:// webhook URLs."),
     "WEBHOOKS_MAX_BODY_BYTES": (65536, "Largest request body the API accepts (413 above)."),
     "WEBHOOKS_MAX_WEBHOOKS_PER_BOT": (20, "How many named webhooks one chatbot may have."),
+    "WEBHOOKS_MAX_SUBSCRIPTIONS_PER_BOT": (
+        100,
+        "How many Zapier subscriptions one chatbot may have.",
+    ),
     "WEBHOOKS_PLATFORM_KEY": (
         "",
         "Bearer key that lets the platform POST events over HTTP; empty turns that route off.",
@@ -109,6 +113,7 @@ class Settings:
     require_https: bool
     max_body_bytes: int
     max_webhooks_per_bot: int
+    max_subscriptions_per_bot: int
     platform_key: str
     retry_delays: tuple[float, ...]
     disable_after: int
@@ -126,15 +131,23 @@ class Settings:
     pump_max_seconds: float
     user_agent: str
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-value form used as an RQ job argument."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    def to_job_dict(self) -> dict[str, Any]:
+        """Plain-value form used as an RQ job argument. Jobs are stored in Redis (failed ones for
+        days), so nothing secret goes in: no platform key, no Redis URL (which may hold a
+        password); the worker has its own connection."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for secret in _NOT_IN_JOBS:
+            values.pop(secret)
+        return values
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
-        values = dict(data)
+    def from_job_dict(cls, data: Mapping[str, Any]) -> Settings:
+        values = {**dict.fromkeys(_NOT_IN_JOBS, ""), **data}
         values["retry_delays"] = tuple(values["retry_delays"])
         return cls(**values)
+
+
+_NOT_IN_JOBS = ("platform_key", "redis_url")
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -146,6 +159,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 
 def _field_name(key: str) -> str:
     return key.removeprefix("WEBHOOKS_").lower()
+
+
+#: Counts that make no sense at zero (0 threads, a log of 0 that trims every new delivery...).
+_AT_LEAST_ONE = ("max_body_bytes", "concurrency", "max_in_flight_per_host", "batch_size",
+                 "log_max_per_webhook", "log_max_age", "max_response_bytes", "disable_after")
 
 
 def settings_from_config(config: Mapping[str, Any]) -> Settings:
@@ -164,6 +182,9 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{key}: {exc}") from exc
     settings = Settings(**values)
+    for name in _AT_LEAST_ONE:
+        if getattr(settings, name) < 1:
+            raise ValueError(f"WEBHOOKS_{name.upper()} must be at least 1")
     if settings.timeout <= 0 or settings.connect_timeout <= 0:
         raise ValueError("WEBHOOKS_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be > 0")
     if settings.lease <= settings.timeout:

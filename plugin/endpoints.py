@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from . import events as catalogue
 from .config import Settings
 from .errors import Conflict, Invalid, NotFound
-from .events import new_id, utc_iso
+from .events import is_id, new_id, utc_iso
 from .host import Chatbot
 from .signing import SignatureError, new_secret, secret_key
 from .store import WEBHOOK, ZAPIER, Endpoint, NameTaken, Store, TooManyEndpoints
@@ -113,7 +112,7 @@ def create_webhook(
 
 
 def get_webhook(store: Store, bot: Chatbot, webhook_id: str) -> Endpoint:
-    endpoint = store.get_endpoint(webhook_id)
+    endpoint = store.get_endpoint(webhook_id) if is_id(webhook_id, "wh") else None
     if endpoint is None or endpoint.kind != WEBHOOK or endpoint.chatbot_id != bot.id:
         raise NotFound(f"No webhook '{webhook_id}' for chatbot '{bot.id}'.")
     return endpoint
@@ -122,33 +121,36 @@ def get_webhook(store: Store, bot: Chatbot, webhook_id: str) -> Endpoint:
 def update_webhook(
     store: Store, settings: Settings, bot: Chatbot, endpoint: Endpoint, changes: Mapping[str, Any]
 ) -> Endpoint:
-    """Apply a PATCH. Re-activating a webhook clears its failure count and reason."""
-    updated = replace(endpoint)
+    """Apply a PATCH. Re-activating a webhook clears its failure count and reason.
+
+    Only the fields named in ``changes`` are written, so two PATCHes of different fields (or a
+    PATCH and a delivery job deactivating the webhook) never undo each other.
+    """
+    fields: dict[str, Any] = {}
     if "url" in changes:
         check_target_url(settings, changes["url"])
-        updated.url = changes["url"]
+        fields["url"] = changes["url"]
     if "events" in changes:
-        updated.events = check_events(bot, changes["events"])
+        fields["events"] = check_events(bot, changes["events"])
     if "custom_params" in changes:
         check_custom_params(changes["custom_params"])
-        updated.custom_params = dict(changes["custom_params"])
-    if "name" in changes:
-        updated.name = changes["name"]
+        fields["custom_params"] = dict(changes["custom_params"])
     if "active" in changes:
-        updated.active = bool(changes["active"])
-        if updated.active:
-            updated.failed_deliveries = 0
-            updated.disabled_reason = ""
+        fields["active"] = bool(changes["active"])
+        if fields["active"]:
+            fields["failed_deliveries"] = 0
+            fields["disabled_reason"] = ""
         elif endpoint.active:
-            updated.disabled_reason = "Deactivated by the owner."
-    updated.updated_at = utc_iso()
+            fields["disabled_reason"] = "Deactivated by the owner."
+    fields["updated_at"] = utc_iso()
+    rename = changes.get("name", "")
     try:
-        if not store.save_webhook(updated, endpoint.name):
+        if not store.update_endpoint(endpoint, fields, rename_to=rename):
             raise NotFound(f"No webhook '{endpoint.id}' for chatbot '{bot.id}'.")
     except NameTaken:
-        raise Conflict(f"This chatbot already has a webhook named '{updated.name}'.",
+        raise Conflict(f"This chatbot already has a webhook named '{rename}'.",
                        {"name": ["Already used by another webhook of this chatbot."]}) from None
-    return updated
+    return _reread(store, bot, endpoint)
 
 
 def rotate_secret(
@@ -157,16 +159,23 @@ def rotate_secret(
     """New secret now; the old one keeps signing too for ``secret_overlap`` seconds."""
     if secret is not None:
         check_secret(secret)
-    updated = replace(
-        endpoint,
-        secret=secret or new_secret(),
-        previous_secret=endpoint.secret,
-        previous_secret_until=time.time() + settings.secret_overlap,
-        updated_at=utc_iso(),
-    )
-    if not store.save_webhook(updated, endpoint.name):
+    fields = {
+        "secret": secret or new_secret(),
+        "previous_secret": endpoint.secret,
+        "previous_secret_until": time.time() + settings.secret_overlap,
+        "updated_at": utc_iso(),
+    }
+    if not store.update_endpoint(endpoint, fields):
         raise NotFound(f"No webhook '{endpoint.id}' for chatbot '{bot.id}'.")
-    return updated
+    return _reread(store, bot, endpoint)
+
+
+def _reread(store: Store, bot: Chatbot, endpoint: Endpoint) -> Endpoint:
+    """The stored state after a change (what the caller sees includes others' changes)."""
+    current = store.get_endpoint(endpoint.id)
+    if current is None:
+        raise NotFound(f"No webhook '{endpoint.id}' for chatbot '{bot.id}'.")
+    return current
 
 
 def register_default(
@@ -185,7 +194,9 @@ def register_default(
             existing = store.webhook_named(bot.id, DEFAULT_NAME)
             if existing is None:
                 raise
-    return update_webhook(store, settings, bot, existing, {"url": url}), False
+    # Re-registering is the Karabo client's only way to say "use this URL now": it also
+    # re-activates a webhook that was deactivated (410, repeated failures).
+    return update_webhook(store, settings, bot, existing, {"url": url, "active": True}), False
 
 
 def subscribe(
@@ -203,5 +214,9 @@ def subscribe(
         owner=bot.owner, name=f"zapier:{event}", url=target_url, secret=new_secret(),
         events=[event], created_at=stamp, updated_at=stamp,
     )
-    stored = store.create_subscription(candidate)
+    try:
+        stored = store.create_subscription(candidate, settings.max_subscriptions_per_bot)
+    except TooManyEndpoints:
+        raise Conflict(f"This chatbot already has {settings.max_subscriptions_per_bot} Zapier "
+                       "subscriptions, the maximum.") from None
     return stored, stored.id == candidate.id

@@ -8,6 +8,7 @@ these tables, so adding an event is a one-line change here plus its JSON Schema 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -87,6 +88,15 @@ def new_event_id() -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{os.urandom(9).hex()}"
+
+
+_ID = re.compile(r"^[a-z]{2,4}_[0-9a-f]{18}$")
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` has the shape of an id made by :func:`new_id` with ``prefix``. Ids
+    from a URL are checked before they become part of a Redis key."""
+    return value.startswith(prefix + "_") and _ID.match(value) is not None
 
 
 def utc_iso(ts: float | None = None) -> str:

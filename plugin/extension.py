@@ -19,7 +19,7 @@ from rq import Queue
 from . import events as catalogue
 from .config import DEFAULTS, Settings, settings_from_config
 from .errors import Gone, NotFound
-from .events import TEST_EVENT, build_event, new_event_id, new_id, utc_iso
+from .events import TEST_EVENT, build_event, is_id, new_event_id, new_id, utc_iso
 from .host import (
     CallerIdentity,
     Chatbot,
@@ -83,16 +83,18 @@ class WebhooksState:
         catalogue.check_event(bot.type, event)
         if not isinstance(data, dict):
             raise TypeError("event data must be a dict (a JSON object)")
+        if conversation_id is not None and not isinstance(conversation_id, str):
+            raise TypeError("conversation_id must be a string")
         envelope = build_event(
             event_id=new_event_id(), event=event, chatbot_id=bot.id, chatbot_type=bot.type,
             data=data, conversation_id=conversation_id, created_at=utc_iso(),
         )
         try:  # refuse data that cannot be sent as JSON before anything is stored
             json.dumps(envelope, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"event data is not JSON: {exc}") from None
         pipe = self.store.redis.pipeline(transaction=False)
-        self.store.add_event(envelope, ttl=self.settings.log_max_age, pipe=pipe)
+        self.store.add_event(envelope, ttl=self.settings.log_max_age, owner=bot.owner, pipe=pipe)
         pump_id = new_id("pump")
         self.store.reserve_pump_in(pipe, pump_id, PUMP_RESERVATION)
         if pipe.execute()[-1] is not None:
@@ -110,7 +112,7 @@ class WebhooksState:
 
     def redeliver(self, endpoint: Endpoint, delivery_id: str) -> Delivery:
         """Send a logged delivery's event again, with the same event id."""
-        original = self.store.get_delivery(delivery_id)
+        original = self.store.get_delivery(delivery_id) if is_id(delivery_id, "dlv") else None
         if original is None or original.endpoint_id != endpoint.id:
             raise NotFound(f"No delivery '{delivery_id}' for webhook '{endpoint.id}'.")
         envelope = self.store.get_event(original.event_id)

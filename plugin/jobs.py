@@ -49,7 +49,7 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
     job = get_current_job()
     if job is None:
         raise RuntimeError("plugin.jobs.pump must run inside an RQ worker")
-    chosen = _worker_settings or Settings.from_dict(settings)
+    chosen = _worker_settings or Settings.from_job_dict(settings)
     engine = engine_for(job.connection, chosen)
     return Pump(engine, pump_id).run()
 
@@ -57,7 +57,7 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
 def enqueue_pump(queue: Queue, settings: Settings, pump_id: str) -> None:
     queue.enqueue_call(
         "plugin.jobs.pump",
-        args=(settings.to_dict(), pump_id),
+        args=(settings.to_job_dict(), pump_id),
         job_id=pump_id,
         timeout=int(settings.pump_max_seconds + settings.timeout + 60),
         result_ttl=0,

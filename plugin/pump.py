@@ -36,7 +36,17 @@ from .events import new_id, payload_for, utc_iso
 from .outbound import OutboundSettings, Outcome, Sender
 from .retry import Verdict, judge, next_delay
 from .signing import secret_key, signed_headers
-from .store import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, Store, now_ms
+from .store import (
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    ZAPIER,
+    Delivery,
+    Endpoint,
+    Store,
+    now_ms,
+    parse_fan_out_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +174,8 @@ class Pump:
 
     # -- starting work -----------------------------------------------------------------------
     def _start(self, claimed: list[str], free: int) -> None:
-        event_ids = [item[2:] for item in claimed if item.startswith("f:")]
+        fan_outs = [item for item in claimed if item.startswith("f:")]
+        event_ids = [parse_fan_out_item(item)[0] for item in fan_outs]
         delivery_ids = [item[2:] for item in claimed if item.startswith("d:")]
         self._load_events(event_ids)
         found = self.store.get_deliveries(delivery_ids) if delivery_ids else []
@@ -172,8 +183,8 @@ class Pump:
             [self._events[e][0]["chatbot"]["id"] for e in event_ids if e in self._events]
             + [d.chatbot_id for d in found if d is not None])
         ready: list[Delivery] = []
-        if event_ids:
-            ready.extend(self._fan_out(event_ids, free))
+        if fan_outs:
+            ready.extend(self._fan_out(fan_outs, free))
         if delivery_ids:
             self._load_events([d.event_id for d in found if d is not None])
             pipe = self.store.redis.pipeline(transaction=False)
@@ -185,12 +196,16 @@ class Pump:
             pipe.execute()
         self._submit(ready)
 
-    def _fan_out(self, event_ids: list[str], free: int) -> list[Delivery]:
+    def _fan_out(self, items: list[str], free: int) -> list[Delivery]:
         """Turn each event into one delivery per endpoint that wants it.
 
         One MULTI per batch creates the deliveries and removes the fan-out items together, so
         a crash either redoes a whole fan-out or none of it. Deliveries beyond the free threads
         are left due now instead of leased, so they never wait in memory past their lease.
+
+        An inactive webhook still gets its delivery, closed at once as "Not sent" so the owner
+        sees it in the log and can redeliver. A Zapier subscription made by someone who no
+        longer owns the bot gets nothing.
         """
         settings = self.settings
         lease_end = now_ms() + int(settings.lease * 1000)
@@ -198,14 +213,17 @@ class Pump:
         ready: list[Delivery] = []
         touched: set[str] = set()
         pipe = self.store.redis.pipeline(transaction=True)
-        for event_id in event_ids:
-            pipe.zrem(self.store.due_key, f"f:{event_id}")
+        for item in items:
+            event_id, owner = parse_fan_out_item(item)
+            pipe.zrem(self.store.due_key, item)
             loaded = self._events.get(event_id)
             if loaded is None:
                 continue
             event = loaded[0]
             for endpoint in self._endpoints_of(event["chatbot"]["id"]):
-                if not endpoint.wants(event["event"]):
+                if event["event"] not in endpoint.events:
+                    continue
+                if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
                     continue
                 delivery = Delivery(
                     id=new_id("dlv"), event_id=event_id, event=event["event"],
@@ -311,15 +329,15 @@ class Pump:
                 self._close(pipe, delivery, SUCCEEDED)
                 if endpoint.failed_deliveries:
                     endpoint.failed_deliveries = 0
-                    self.store.update_endpoint_fields(endpoint, {"failed_deliveries": 0}, pipe)
+                    self.store.update_endpoint(endpoint, {"failed_deliveries": 0}, pipe=pipe)
             elif verdict is Verdict.GONE:
                 self._close(pipe, delivery, FAILED)
                 gone.append(endpoint)
             else:
                 self._close(pipe, delivery, FAILED)
-                pipe.hincrby(self.store.ep_key(endpoint.id), "failed_deliveries", 1)
-                counted.append((len(pipe), endpoint))
-                pipe.incr(self.store.bot_version_key(endpoint.chatbot_id))
+                if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
+                    self.store.count_failure(pipe, endpoint)
+                    counted.append((len(pipe), endpoint))
         self.store.refresh_pump(pipe, self.pump_id, settings.lease)
         results = pipe.execute()
         for position, endpoint in counted:
@@ -347,8 +365,8 @@ class Pump:
     def _deactivate(self, endpoint: Endpoint, reason: str) -> None:
         endpoint.active = False
         endpoint.disabled_reason = reason
-        self.store.update_endpoint_fields(
-            endpoint, {"active": "0", "disabled_reason": reason, "updated_at": utc_iso()})
+        self.store.update_endpoint(
+            endpoint, {"active": False, "disabled_reason": reason, "updated_at": utc_iso()})
 
     # -- caches ------------------------------------------------------------------------------
     def _load_events(self, event_ids: list[str]) -> None:

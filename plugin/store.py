@@ -6,7 +6,8 @@ pipelines; everything a hot path does is pipelined.
 
 Key layout (``p`` is the configured prefix)::
 
-    p ep:{id}               hash   one endpoint (see Endpoint)
+    p ep:{id}               hash   one endpoint (see Endpoint); ids are server-made
+                                   (``wh_``/``sub_`` + hex), the API refuses other shapes
     p bot:{cid}:eps         set    ids of every endpoint of a chatbot (fan-out reads this)
     p bot:{cid}:names       hash   webhook name -> id (names are unique per bot)
     p bot:{cid}:ver         int    bumped by every change to the bot's endpoints, so delivery
@@ -16,8 +17,9 @@ Key layout (``p`` is the configured prefix)::
     p ev:{eid}              string the event envelope as JSON (expires with the log)
     p bot:{cid}:recent:{ev} list   newest events of that type (Zapier samples)
     p dl:{did}              hash   one delivery and its attempts
-    p ep:{id}:log           zset   delivery ids by creation time (the delivery log)
-    p due                   zset   work items by due time in ms: "f:{eid}" fan-out an event,
+    p log:{id}              zset   delivery ids of endpoint {id} by creation time
+    p due                   zset   work items by due time in ms: "f:{eid}|{owner}" fan-out an
+                                   event (owner: the bot's owner when it was emitted),
                                    "d:{did}" attempt a delivery. A claimed item's score is
                                    pushed to the end of its lease, so work held by a worker
                                    that dies simply becomes due again.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -58,6 +60,27 @@ def text(value: Any) -> str:
 
 
 _text = text
+
+
+def _field(value: Any) -> str:
+    """A Python value as a hash field, the way :meth:`Endpoint.to_hash` writes it."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def fan_out_item(event_id: str, owner: str) -> str:
+    """The due-set member that fans an event out. Event ids never contain ``|``, so the owner
+    (any string) is everything after the first one."""
+    return f"f:{event_id}|{owner}"
+
+
+def parse_fan_out_item(item: str) -> tuple[str, str]:
+    """``(event id, owner)`` of a fan-out member."""
+    event_id, _, owner = item[2:].partition("|")
+    return event_id, owner
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -122,9 +145,6 @@ class Endpoint:
             return [self.secret, self.previous_secret]
         return [self.secret]
 
-    def wants(self, event: str) -> bool:
-        return self.active and event in self.events
-
 
 @dataclass
 class Delivery:
@@ -186,18 +206,62 @@ redis.call('INCR', KEYS[4])
 return 'ok'
 """
 
-# KEYS: ep hash, bot names hash, bot version. ARGV: id, old name, new name, then field/value
-# pairs.
-_UPDATE_WEBHOOK = """
+# KEYS: ep hash, bot names hash, bot version. ARGV: id, new name ('' = no rename), then the
+# changed field/value pairs. Reads the current name itself (a caller's copy may be stale) and
+# writes only the given fields, so concurrent changes of different fields never undo each other.
+_UPDATE_ENDPOINT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
-if ARGV[2] ~= ARGV[3] then
-  if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then return 'name' end
-  redis.call('HDEL', KEYS[2], ARGV[2])
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[2] ~= '' then
+  local current = redis.call('HGET', KEYS[1], 'name')
+  if current ~= ARGV[2] then
+    if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 'name' end
+    if current and redis.call('HGET', KEYS[2], current) == ARGV[1] then
+      redis.call('HDEL', KEYS[2], current)
+    end
+    redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+    redis.call('HSET', KEYS[1], 'name', ARGV[2])
+  end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
 redis.call('INCR', KEYS[3])
 return 'ok'
+"""
+
+# KEYS: ep hash, bot version. One more delivery failed every retry; -1 if the endpoint is gone.
+_COUNT_FAILURE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local failures = redis.call('HINCRBY', KEYS[1], 'failed_deliveries', 1)
+redis.call('INCR', KEYS[2])
+return failures
+"""
+
+# KEYS: ep hash, log, bot eps set, bot names hash, bot version, zapier dedupe key.
+# ARGV: id, delivery key prefix. Index entries are removed only while they point to this id.
+_DELETE_ENDPOINT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local name = redis.call('HGET', KEYS[1], 'name')
+if name and redis.call('HGET', KEYS[4], name) == ARGV[1] then redis.call('HDEL', KEYS[4], name) end
+if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', ARGV[2] .. id) end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('INCR', KEYS[5])
+return 1
+"""
+
+# KEYS: new ep hash, bot eps set, bot version, dedupe key, bot names hash.
+# ARGV: id, max subscriptions per bot, endpoint key prefix, then field/value pairs.
+# One step, so racing identical subscribes agree on one subscription.
+_CREATE_SUBSCRIPTION = """
+local existing = redis.call('GET', KEYS[4])
+if existing and redis.call('EXISTS', ARGV[3] .. existing) == 1 then return existing end
+local count = redis.call('SCARD', KEYS[2]) - redis.call('HLEN', KEYS[5])
+if tonumber(ARGV[2]) > 0 and count >= tonumber(ARGV[2]) then return 'full' end
+redis.call('SET', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('INCR', KEYS[3])
+return ARGV[1]
 """
 
 # KEYS: due. ARGV: now, lease end, limit. Returns the claimed members.
@@ -208,8 +272,12 @@ local args = {}
 for i, item in ipairs(items) do
   args[#args + 1] = ARGV[2]
   args[#args + 1] = item
+  if #args >= 1000 then  -- unpack() has a stack limit
+    redis.call('ZADD', KEYS[1], 'XX', unpack(args))
+    args = {}
+  end
 end
-redis.call('ZADD', KEYS[1], 'XX', unpack(args))
+if #args > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(args)) end
 return items
 """
 
@@ -242,19 +310,25 @@ return 1
 """
 
 # KEYS: endpoint log zset. ARGV: keep newest N, oldest score to keep, delivery key prefix.
-# Trims the log by count and age and deletes the trimmed delivery hashes with it.
+# Trims the log by count and age and deletes the trimmed delivery hashes with it. A delivery
+# still pending is never trimmed (that would lose its event); it stays until it is final. At
+# most 256 entries are looked at per call, so a log full of pending deliveries stays cheap.
 _TRIM_LOG = """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
-local extra = redis.call('ZCARD', KEYS[1]) - #gone - tonumber(ARGV[1])
+local candidates = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, 256)
+local extra = redis.call('ZCARD', KEYS[1]) - #candidates - tonumber(ARGV[1])
 if extra > 0 then
-  local more = redis.call('ZRANGE', KEYS[1], #gone, #gone + extra - 1)
-  for _, id in ipairs(more) do gone[#gone + 1] = id end
+  local more = redis.call('ZRANGE', KEYS[1], #candidates, #candidates + math.min(extra, 256) - 1)
+  for _, id in ipairs(more) do candidates[#candidates + 1] = id end
 end
-for _, id in ipairs(gone) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('DEL', ARGV[3] .. id)
+local removed = 0
+for _, id in ipairs(candidates) do
+  if redis.call('HGET', ARGV[3] .. id, 'status') ~= 'pending' then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('DEL', ARGV[3] .. id)
+    removed = removed + 1
+  end
 end
-return #gone
+return removed
 """
 
 
@@ -265,7 +339,10 @@ class Store:
         self.redis = redis
         self.prefix = prefix
         self._create_webhook = redis.register_script(_CREATE_WEBHOOK)
-        self._update_webhook = redis.register_script(_UPDATE_WEBHOOK)
+        self._update_endpoint = redis.register_script(_UPDATE_ENDPOINT)
+        self._count_failure = redis.register_script(_COUNT_FAILURE)
+        self._delete_endpoint = redis.register_script(_DELETE_ENDPOINT)
+        self._create_subscription = redis.register_script(_CREATE_SUBSCRIPTION)
         self._claim = redis.register_script(_CLAIM)
         self._reserve_pump = redis.register_script(_RESERVE_PUMP)
         self._pump_exit = redis.register_script(_PUMP_EXIT)
@@ -299,7 +376,7 @@ class Store:
         return f"{self.prefix}dl:{delivery_id}"
 
     def log_key(self, endpoint_id: str) -> str:
-        return f"{self.prefix}ep:{endpoint_id}:log"
+        return f"{self.prefix}log:{endpoint_id}"
 
     def zapier_key(self, owner: str, target_url: str, event: str, chatbot_id: str) -> str:
         digest = hashlib.sha256(f"{target_url}\n{event}\n{chatbot_id}".encode()).hexdigest()
@@ -320,34 +397,55 @@ class Store:
         if result == "full":
             raise TooManyEndpoints(max_per_bot)
 
-    def save_webhook(self, endpoint: Endpoint, old_name: str) -> bool:
-        """Write back a changed webhook (renames keep names unique). False if it is gone."""
-        pairs = [item for kv in endpoint.to_hash().items() for item in kv]
-        result = _text(self._update_webhook(
+    def update_endpoint(
+        self,
+        endpoint: Endpoint,
+        fields: dict[str, Any],
+        *,
+        rename_to: str = "",
+        pipe: Pipeline | None = None,
+    ) -> bool:
+        """Write only ``fields`` (and a rename, kept unique) of an endpoint that still exists,
+        and bump its bot's version so delivery jobs re-read it. False if it is gone (always
+        True when queued in ``pipe``)."""
+        pairs = [item for kv in fields.items() for item in (kv[0], _field(kv[1]))]
+        result = self._update_endpoint(
             keys=[self.ep_key(endpoint.id), self.bot_names_key(endpoint.chatbot_id),
                   self.bot_version_key(endpoint.chatbot_id)],
-            args=[endpoint.id, old_name, endpoint.name, *pairs],
-        ))
-        if result == "name":
-            raise NameTaken(endpoint.name)
-        return result == "ok"
+            args=[endpoint.id, rename_to, *pairs],
+            client=pipe if pipe is not None else self.redis,
+        )
+        if pipe is not None:
+            return True
+        if _text(result) == "name":
+            raise NameTaken(rename_to)
+        return _text(result) == "ok"
 
-    def create_subscription(self, endpoint: Endpoint) -> Endpoint:
+    def count_failure(self, pipe: Pipeline, endpoint: Endpoint) -> None:
+        """Queue "one more delivery exhausted its retries"; its result is the new count."""
+        self._count_failure(keys=[self.ep_key(endpoint.id),
+                                  self.bot_version_key(endpoint.chatbot_id)], client=pipe)
+
+    def create_subscription(self, endpoint: Endpoint, max_per_bot: int) -> Endpoint:
         """Store a Zapier subscription unless the same (url, event, bot) exists; return the one
-        stored. ``SET NX`` on the dedupe key makes two racing subscribes agree on one id."""
-        dedupe = self.zapier_key(endpoint.owner, endpoint.url, endpoint.events[0],
-                                 endpoint.chatbot_id)
-        if not self.redis.set(dedupe, endpoint.id, nx=True):
-            existing = self.get_endpoint(_text(self.redis.get(dedupe)))
-            if existing is not None:
-                return existing
-            self.redis.set(dedupe, endpoint.id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.ep_key(endpoint.id), mapping=dict(endpoint.to_hash()))
-        pipe.sadd(self.bot_eps_key(endpoint.chatbot_id), endpoint.id)
-        pipe.incr(self.bot_version_key(endpoint.chatbot_id))
-        pipe.execute()
-        return endpoint
+        stored. Raises :class:`TooManyEndpoints` past ``max_per_bot`` subscriptions."""
+        pairs = [item for kv in endpoint.to_hash().items() for item in kv]
+        result = _text(self._create_subscription(
+            keys=[self.ep_key(endpoint.id), self.bot_eps_key(endpoint.chatbot_id),
+                  self.bot_version_key(endpoint.chatbot_id), self._dedupe_key(endpoint),
+                  self.bot_names_key(endpoint.chatbot_id)],
+            args=[endpoint.id, max_per_bot, f"{self.prefix}ep:", *pairs],
+        ))
+        if result == "full":
+            raise TooManyEndpoints(max_per_bot)
+        if result == endpoint.id:
+            return endpoint
+        existing = self.get_endpoint(result)
+        return existing if existing is not None else endpoint
+
+    def _dedupe_key(self, endpoint: Endpoint) -> str:
+        return self.zapier_key(endpoint.owner, endpoint.url, endpoint.events[0],
+                               endpoint.chatbot_id)
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
         if not endpoint_id:
@@ -373,39 +471,18 @@ class Store:
         return self.get_endpoint(_text(self.redis.hget(self.bot_names_key(chatbot_id), name)))
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
-        """Remove an endpoint, its name or dedupe key and its delivery log."""
-        log_ids = [_text(i) for i in self.redis.zrange(self.log_key(endpoint.id), 0, -1)]
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(self.ep_key(endpoint.id), self.log_key(endpoint.id))
-        pipe.srem(self.bot_eps_key(endpoint.chatbot_id), endpoint.id)
-        if endpoint.kind == WEBHOOK:
-            pipe.hdel(self.bot_names_key(endpoint.chatbot_id), endpoint.name)
-        else:
-            pipe.delete(self.zapier_key(endpoint.owner, endpoint.url, endpoint.events[0],
-                                        endpoint.chatbot_id))
-        for delivery_id in log_ids:
-            pipe.delete(self.delivery_key(delivery_id))
-        pipe.incr(self.bot_version_key(endpoint.chatbot_id))
-        pipe.execute()
-
-    def update_endpoint_fields(
-        self, endpoint: Endpoint, fields: dict[Any, Any], pipe: Pipeline | None = None
-    ) -> None:
-        """Change some fields of an endpoint (delivery results: deactivation, failure count)
-        and bump its bot's version so every delivery job re-reads it."""
-        target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
-        target.hset(self.ep_key(endpoint.id), mapping=fields)
-        target.incr(self.bot_version_key(endpoint.chatbot_id))
-        if pipe is None:
-            target.execute()
+        """Remove an endpoint, its name or dedupe entry and its delivery log, atomically."""
+        dedupe = self._dedupe_key(endpoint) if endpoint.kind == ZAPIER else f"{self.prefix}-"
+        self._delete_endpoint(
+            keys=[self.ep_key(endpoint.id), self.log_key(endpoint.id),
+                  self.bot_eps_key(endpoint.chatbot_id), self.bot_names_key(endpoint.chatbot_id),
+                  self.bot_version_key(endpoint.chatbot_id), dedupe],
+            args=[endpoint.id, f"{self.prefix}dl:"],
+        )
 
     def bot_versions(self, chatbot_ids: Sequence[str]) -> list[int]:
         return [int(v or 0) for v in self.redis.mget(
             [self.bot_version_key(c) for c in chatbot_ids])]
-
-    def subscriptions_of_owner(self, owner: str, chatbot_ids: Iterable[str]) -> list[Endpoint]:
-        return [e for cid in chatbot_ids for e in self.endpoints_of(cid)
-                if e.kind == ZAPIER and e.owner == owner]
 
     # -- events ------------------------------------------------------------------------------
     def add_event(
@@ -413,6 +490,7 @@ class Store:
         event: dict[str, Any],
         *,
         ttl: int,
+        owner: str = "",
         recent: int = 25,
         fan_out: bool = True,
         pipe: Pipeline | None = None,
@@ -425,12 +503,13 @@ class Store:
         target = pipe if pipe is not None else self.redis.pipeline(transaction=False)
         body = json.dumps(event, separators=(",", ":"))
         target.set(self.event_key(event["id"]), body, ex=ttl)
-        recent_key = self.recent_key(event["chatbot"]["id"], event["event"])
-        target.lpush(recent_key, body)
-        target.ltrim(recent_key, 0, recent - 1)
-        target.expire(recent_key, ttl)
+        if recent > 0:
+            recent_key = self.recent_key(event["chatbot"]["id"], event["event"])
+            target.lpush(recent_key, body)
+            target.ltrim(recent_key, 0, recent - 1)
+            target.expire(recent_key, ttl)
         if fan_out:
-            target.zadd(self.due_key, {f"f:{event['id']}": now_ms()})
+            target.zadd(self.due_key, {fan_out_item(event["id"], owner): now_ms()})
             self.ring(target)
         if pipe is None:
             target.execute()

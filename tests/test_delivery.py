@@ -357,11 +357,26 @@ def test_log_retention_is_bounded_by_count(
     for n in range(6):
         emit(app, owner.bots["quote"], "quote.created", {"n": n})
         receiver.wait_for(n + 1)
-    time.sleep(0.3)
+        wait_until(lambda: deliveries(client, owner, "quote", hook)[0]["status"] != "pending")
     logged = deliveries(client, owner, "quote", hook)
     assert len(logged) == 3
     redis = get_state(app).store.redis
     assert len(redis.keys("*dl:*")) == 3
+
+
+def test_log_trimming_never_drops_a_pending_delivery(
+    tuned: Callable[..., Stack], receiver: Receiver
+) -> None:
+    stack = tuned(WEBHOOKS_LOG_MAX_PER_WEBHOOK=2, WEBHOOKS_RETRY_DELAYS="1,1")
+    app, client, owner = stack.app, stack.client, stack.owner
+    hook = add_hook(client, owner, "quote", receiver.url())
+    receiver.script("/hook", *[Reply(503) for _ in range(5)])
+    ids = [emit(app, owner.bots["quote"], "quote.created", {"n": n}) for n in range(5)]
+    receiver.wait_for(5)
+    assert len(deliveries(client, owner, "quote", hook)) == 5  # all pending: none trimmed
+    receiver.wait_for(10)
+    delivered = {r.headers["webhook-id"] for r in receiver.received[5:]}
+    assert delivered == set(ids)
 
 
 def test_log_retention_is_bounded_by_age(

@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from standardwebhooks.webhooks import Webhook
 
 from plugin import get_state
 from tests.conftest import ROOT, Owner, Stack, Workers, wait_until
@@ -54,8 +55,10 @@ def test_subscribe_is_idempotent_and_unsubscribe_always_succeeds(
     assert first.status_code == 201
     sub = first.get_json()
     assert sub["id"].startswith("sub_") and sub["event"] == "quote.created"
+    assert sub["secret"].startswith("whsec_")
     again = subscribe(client, alice, "https://hooks.zapier.test/1", "quote.created", "quote")
-    assert again.status_code in (200, 201) and again.get_json()["id"] == sub["id"]
+    assert again.status_code == 200 and again.get_json()["id"] == sub["id"]
+    assert "secret" not in again.get_json()
     other = subscribe(client, alice, "https://hooks.zapier.test/2", "quote.created", "quote")
     assert other.get_json()["id"] != sub["id"]
     # Zapier subscriptions are not named webhooks
@@ -151,6 +154,7 @@ def test_zapier_gets_the_same_payload_and_a_410_removes_the_subscription(
     state = get_state(app)
     event_id = state.emit(alice.bots["booking"], "booking.created", {"slot": "10:00"})
     got = receiver.wait_for(1, "/zap")[0]
+    Webhook(sub["secret"]).verify(got.body, got.headers)
     payload = got.json()
     assert payload["id"] == event_id and payload["data"] == {"slot": "10:00"}
     samples = client.get(f"{Z}/samples/booking.created", headers=alice.headers).get_json()

@@ -19,6 +19,7 @@ from plugin.api.auth import caller, require_owner
 from plugin.api.parsing import PluginBlueprint as Blueprint
 from plugin.endpoints import subscribe
 from plugin.errors import Invalid
+from plugin.events import is_id
 from plugin.extension import get_state
 from plugin.host import Chatbot
 from plugin.store import ZAPIER
@@ -45,6 +46,8 @@ class SubscriptionOut(Schema):
     event = fields.String()
     chatbot_id = fields.String()
     created_at = fields.String()
+    secret = fields.String(metadata={
+        "description": "Signing secret of the deliveries (Standard Webhooks); only when created."})
 
 
 class MeOut(Schema):
@@ -112,6 +115,8 @@ def make_blueprint() -> Blueprint:
                                      target_url=body["target_url"], event=body["event"])
             view = {"id": sub.id, "target_url": sub.url, "event": sub.events[0],
                     "chatbot_id": sub.chatbot_id, "created_at": sub.created_at}
+            if created:
+                view["secret"] = sub.secret
             return view, (201 if created else 200)
 
     @blp.route("/zapier/hooks/<string:subscription_id>")
@@ -120,7 +125,7 @@ def make_blueprint() -> Blueprint:
         def delete(self, subscription_id: str) -> None:
             """Unsubscribe. Answers 204 also when it is already gone (or is not yours)."""
             store = get_state().store
-            sub = store.get_endpoint(subscription_id)
+            sub = store.get_endpoint(subscription_id) if is_id(subscription_id, "sub") else None
             if sub is not None and sub.kind == ZAPIER and sub.owner == caller():
                 store.delete_endpoint(sub)
 

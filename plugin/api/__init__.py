@@ -12,7 +12,7 @@ from typing import Any, cast
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
-from werkzeug.exceptions import HTTPException, UnsupportedMediaType
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType, default_exceptions
 
 from ..config import Settings
 from ..errors import WebhookError
@@ -95,6 +95,10 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
 def register_blueprint(api: PluginApi, blp: Blueprint, settings: Settings) -> None:
     """Mount one of our blueprints (connectors use this too) with our errors and limits."""
     blp.register_error_handler(HTTPException, handle_http_exception)
+    # Flask tries handlers by status code before handlers by class, app-wide ones included:
+    # without these a platform's @app.errorhandler(422) would answer for our views.
+    for code in default_exceptions:
+        blp.register_error_handler(code, handle_http_exception)
     blp.register_error_handler(WebhookError, handle_webhook_error)
     limit = settings.max_body_bytes
 
@@ -108,15 +112,28 @@ def register_blueprint(api: PluginApi, blp: Blueprint, settings: Settings) -> No
 
 
 def _scope_routing_errors(app: Flask, prefixes: tuple[str, ...]) -> None:
-    """JSON errors for unmatched paths under our prefixes; the platform's handler (or Flask's
-    default page) everywhere else."""
-    previous = app.error_handler_spec.get(None, {}).get(None, {}).get(HTTPException)
+    """JSON errors for unmatched paths under our prefixes (404, 405: no view, so no blueprint
+    handler runs); the platform's own handler, or Flask's default page, everywhere else.
 
-    def handler(error: HTTPException) -> ResponseReturnValue:
-        if request.path.startswith(prefixes):
-            return handle_http_exception(error)
+    The platform's handlers registered before this are wrapped, by class and by code. One it
+    registers later for 404/405 takes over those two routing errors on our paths too.
+    """
+    spec = app.error_handler_spec[None]  # a defaultdict: indexing creates it properly
+
+    def scoped(previous: Any) -> Any:
+        def handler(error: HTTPException) -> ResponseReturnValue:
+            if request.path.startswith(prefixes):
+                return handle_http_exception(error)
+            if previous is not None:
+                return cast(ResponseReturnValue, previous(error))
+            return error
+
+        return handler
+
+    app.register_error_handler(HTTPException,
+                               scoped(spec.get(None, {}).get(HTTPException)))
+    for code in (404, 405):
+        exc_class = default_exceptions[code]
+        previous = spec.get(code, {}).get(exc_class)
         if previous is not None:
-            return cast(ResponseReturnValue, previous(error))
-        return error
-
-    app.register_error_handler(HTTPException, handler)
+            app.register_error_handler(code, scoped(previous))

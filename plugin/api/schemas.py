@@ -14,9 +14,9 @@ from ..events import utc_iso
 from ..store import Endpoint
 
 NAME_RULE = validate.Regexp(
-    r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$",
+    r"^[A-Za-z0-9](?:[A-Za-z0-9_.\- ]{0,62}[A-Za-z0-9_.\-])?$",
     error="1-64 characters: letters, digits, space, '_', '-' or '.', starting with a letter "
-          "or digit.",
+          "or digit, not ending with a space.",
 )
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 MAX_PARAMS = 50
