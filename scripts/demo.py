@@ -119,17 +119,19 @@ def main() -> int:
            "PYTHONPATH": str(ROOT)}
     processes: list[subprocess.Popen[bytes]] = []
     receiver = DemoReceiver()
+    logs = ROOT / ".demo"
+    logs.mkdir(exist_ok=True)
     try:
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--port", str(port)],
-            cwd=ROOT, env=env, stderr=subprocess.DEVNULL))
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
-            cwd=ROOT, env=env, stderr=subprocess.DEVNULL))
+        for name, args in (("web", ["run", "--port", str(port)]),
+                           ("worker", ["webhooks", "worker"])):
+            log = (logs / f"{name}.log").open("wb")
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/")
         print(f"Web:   {base}   (OpenAPI {base}/api/openapi.json, docs {base}/api/docs)")
-        print("Worker: started (flask --app wsgi webhooks worker)")
+        print("Worker: started (flask --app wsgi webhooks worker); logs in .demo/")
 
         flask(env, "webhooks", "add-chatbot", BOT, "--type", "Quote Generation",
               "--owner", OWNER, "--name", "Demo quotes")
@@ -164,8 +166,8 @@ def main() -> int:
         print(f"\nTry it yourself (key above):\n"
               f"  curl -H 'X-API-Key: {key}' {base}/api/v1.0/chatbots/{BOT}/webhooks\n"
               f"  curl -H 'X-API-Key: {key}' {base}/api/v1.0/chatbot-webhook/{BOT}/\n"
-              f"  python -m flask --app wsgi webhooks emit {BOT} quote.created "
-              f"'{{\"total\": 5}}'   (with REDIS_URL={url})")
+              f"  REDIS_URL={url} .venv/bin/flask --app wsgi webhooks emit {BOT} "
+              f"quote.created '{{\"total\": 5}}'")
         if options.once:
             return 0
         print("\nRunning; Ctrl-C stops the web server, the worker and the receiver.")
