@@ -63,7 +63,8 @@ _text = text
 
 
 def _field(value: Any) -> str:
-    """A Python value as a hash field, the way :meth:`Endpoint.to_hash` writes it."""
+    """A Python value as a Redis hash field: JSON for lists and dicts, ``1``/``0`` for
+    booleans, ``str`` for the rest (what the ``from_hash`` methods read back)."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, list | dict):
@@ -110,11 +111,7 @@ class Endpoint:
     updated_at: str = ""
 
     def to_hash(self) -> dict[Any, Any]:
-        values = asdict(self)
-        values["events"] = json.dumps(self.events)
-        values["custom_params"] = json.dumps(self.custom_params)
-        values["active"] = "1" if self.active else "0"
-        return {k: str(v) for k, v in values.items()}
+        return {k: _field(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Endpoint:
@@ -163,9 +160,7 @@ class Delivery:
     redelivery_of: str = ""
 
     def to_hash(self) -> dict[Any, Any]:
-        values = asdict(self)
-        values["attempts"] = json.dumps(self.attempts)
-        return {k: str(v) for k, v in values.items()}
+        return {k: _field(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Delivery:
