@@ -1,0 +1,220 @@
+"""Turns the scenarios' figures into one table (figure, ratio, target, pass/fail), printed and
+written to bench/RESULTS.md with the date, the machine, the versions, the command and how the
+two cores were shared."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from plugin.config import DEFAULTS
+
+from . import scenarios
+from .stack import BENCH
+
+
+@dataclass
+class Row:
+    name: str
+    figure: str
+    ratio: str
+    target: str
+    passed: bool | None  # None: informational
+
+    @property
+    def verdict(self) -> str:
+        return "-" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+
+def _median(runs: list[Any], key: str | None = None) -> float:
+    return float(statistics.median(run[key] if key else run for run in runs))
+
+
+def rows(results: dict[str, Any], cores: int) -> list[Row]:
+    out: list[Row] = []
+    ceiling = _median(results["ceiling"]) if "ceiling" in results else 0.0
+    if ceiling:
+        out.append(Row(f"(1) ceiling: requests.Session loop x {cores} processes",
+                       f"{ceiling:,.0f} POST/s", "100 %", "reference", None))
+    for key, label in (("throughput", "(2) throughput 20,000 events x 1 webhook"),
+                       ("fanout", "(2) fan-out 200 events x 100 webhooks")):
+        if key in results and ceiling:
+            rate = _median(results[key], "rate")
+            out.append(Row(label, f"{rate:,.0f} deliveries/s", f"{rate / ceiling:.0%} of (1)",
+                           ">= 75 % of (1)", rate / ceiling >= 0.75))
+    if "latency" in results:
+        lat = results["latency"]
+        out.append(Row("(3) latency emit -> receipt at 100 events/s: p50",
+                       f"{lat['p50']:.1f} ms", "", "<= 10 ms", lat["p50"] <= 10))
+        out.append(Row("(3) latency p95", f"{lat['p95']:.1f} ms", "", "", None))
+        out.append(Row("(3) latency p99", f"{lat['p99']:.1f} ms", "", "<= 50 ms",
+                       lat["p99"] <= 50))
+    if "slow" in results:
+        per = _median(results["slow"], "rate") / cores
+        out.append(Row("(4) receiver answering after 50 ms, per worker process",
+                       f"{per:,.0f} deliveries/s", "", ">= 1,000/s", per >= 1000))
+    if "slow_defaults" in results:
+        per = results["slow_defaults"]["rate"] / cores
+        share = DEFAULTS["WEBHOOKS_MAX_IN_FLIGHT_PER_HOST"][0]
+        out.append(Row(f"(4) same, with config.py's {share} in flight per host",
+                       f"{per:,.0f} deliveries/s", f"limit {share} / 50 ms = {share * 20}/s",
+                       "(info)", None))
+    if "hanging" in results:
+        rate = _median(results["hanging"], "rate")
+        base = _median(results["throughput"], "rate") if "throughput" in results else 0.0
+        ratio = rate / base if base else 0.0
+        out.append(Row("(4) 10 % of webhooks hang: healthy deliveries/s",
+                       f"{rate:,.0f} deliveries/s", f"{ratio:.0%} of (2)", ">= 90 % of (2)",
+                       ratio >= 0.9))
+        lat = scenarios.summarize([x for run in results["hanging"] for x in run["latencies"]])
+        out.append(Row("(4) their latency at 100 events/s, p50 / p95 / p99",
+                       f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms", "",
+                       "(info; (3) asks 10 / 50)", lat["p50"] <= 10 and lat["p99"] <= 50))
+    if "emit" in results:
+        emit = results["emit"]
+        out.append(Row("(5) emit, one process (platform's own chatbot lookup)",
+                       f"{emit['platform']:,.0f} events/s", "", ">= 2,000/s",
+                       emit["platform"] >= 2000))
+        out.append(Row("(5) emit via the runnable host's Redis chatbot directory",
+                       f"{emit['builtin']:,.0f} events/s", "+1 Redis read per emit", "(info)",
+                       None))
+    if "api" in results:
+        api = results["api"]
+        ratio = api["registration"] / api["bare"]
+        out.append(Row("(6) API: POST chatbot-webhook/<id>/ (authenticated)",
+                       f"{api['registration']:,.0f} req/s",
+                       f"{ratio:.0%} of bare route {api['bare']:,.0f} req/s",
+                       ">= 50 % of bare", ratio >= 0.5))
+    out.extend(_memory_rows(results))
+    return out
+
+
+def _memory_rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    if "memory" in results:
+        out.append(Row("(7) Redis memory per webhook", f"{results['memory']:,.0f} B", "", "",
+                       None))
+    if "fanout" in results:
+        per = _median([(r["memory_after"] - r["memory_events"]) / r["deliveries"]
+                       for r in results["fanout"]])
+        out.append(Row("(7) Redis memory per logged delivery", f"{per:,.0f} B", "", "", None))
+    if "throughput" in results:
+        per = _median([(r["memory_events"] - r["memory_empty"]) / r["events"]
+                       for r in results["throughput"]])
+        out.append(Row("(7) Redis memory per stored 1 KB event", f"{per:,.0f} B", "", "", None))
+    return out
+
+
+def table(found: list[Row]) -> str:
+    header = ("Scenario", "Figure", "Ratio", "Target", "Result")
+    body = [(r.name, r.figure, r.ratio, r.target, r.verdict) for r in found]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(5)]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |"
+              for line in body]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}")
+
+
+def versions() -> str:
+    def tool(args: list[str]) -> str:
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=10
+                                  ).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    packages = ", ".join(f"{name} {version(name)}" for name in
+                         ("flask", "flask-smorest", "rq", "redis", "requests", "waitress"))
+    return (f"Python {sys.version.split()[0]}, {packages}; "
+            f"{tool(['redis-server', '--version'])}; node {tool(['node', '--version'])}")
+
+
+SETUP = """\
+## Setup
+
+Everything runs on this one machine, on 127.0.0.1, and shares its {cores} cores: a private
+redis-server (no persistence), the Node.js receiver (`bench/receiver.js`, one process per core
+in a cluster; it answers `200 ok` at once, or after 50 ms on `/slow`, and never on its second
+port, the "hanging" one; it records each request's `webhook-id` and arrival time in memory
+and reports them over IPC every 20 ms), {cores} worker processes (`flask --app wsgi webhooks
+worker`, as deployed, one per core) and the benchmark process itself, which emits and polls.
+Nothing is pinned or given priority: in the throughput scenarios the workers, Redis and the
+receiver compete for the same cores, and the ceiling's loops compete with the same receiver.
+The CPU use of each part is listed below, in cores busy on average while measuring.
+
+- (1) Ceiling: {cores} processes, each one `requests.Session(trust_env=False)` POSTing the same
+  1 KB body in a loop for 5 s (`bench/ceiling.py`).
+- (2) A backlog of 20,000 events (one bot, one webhook) or 200 events x 100 webhooks (one bot)
+  is stored first and made due in one command (as 20,000 emits would leave it, without the
+  emits' own cost), then one delivery job per worker is started. Deliveries/s = deliveries /
+  (last receipt - that moment), so job start-up counts. The envelope is 1 KB, like the
+  ceiling's body, plus the three signature headers.
+- (3) 1,000 events emitted at a fixed 100/s from the benchmark process after a warm-up;
+  emit start -> arrival at the receiver.
+- (4) The same backlog shape against `/slow` (50 ms); and 100 bots x 200 events where 10 bots'
+  webhooks point at the hanging port: healthy deliveries/s until all 18,000 healthy ones
+  arrived, then 4 s of 100 events/s (10 % hanging) while the hanging deliveries still hold
+  their threads, for the healthy ones' latency. `WEBHOOKS_TIMEOUT=2` (the hanging attempts
+  end after 2 s), `WEBHOOKS_RETRY_DELAYS=3600` (their retries fall due after the run).
+- (5) `emit` in a loop in one process, no worker running, once through a platform's own
+  (in-memory) chatbot lookup - the plugin's cost - and once through the runnable host's
+  built-in Redis directory (one more round trip per emit, in `plugin/host.py`).
+- (6) The runnable host app plus a bare `POST /bench/bare` (parse JSON, answer JSON) in one
+  waitress server (4 threads, `bench/apiserver.py`); `bench/loadgen.js` (Node) keeps 4
+  connections busy for 5 s per route, twice each; every registration changes the URL.
+- (7) `used_memory` differences: 1,000 webhooks created (bots made before); the fan-out run's
+  deliveries (200 per webhook, so no log trimming); the stored events of the 20,000 run.
+
+Settings of every scenario: {settings}.
+The throughput rows are medians of {rounds} interleaved rounds (all values below).
+"""
+
+
+def write(found: list[Row], results: dict[str, Any], cpu_notes: dict[str, list[str]],
+          rounds: int, command: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    settings = ", ".join(f"`{k}={v}`" for k, v in scenarios.BASE_SETTINGS.items())
+    notes = [f"- {name}: {' | '.join(values)}" for name, values in cpu_notes.items()]
+    details = {key: value for key, value in results.items() if key != "hanging"}
+    details["hanging"] = [{k: v for k, v in run.items() if k != "latencies"}
+                          for run in results.get("hanging", [])]
+    text = "\n".join([
+        "# Delivery engine benchmark", "",
+        f"- Date: {stamp}",
+        f"- Machine: {machine()}",
+        f"- Versions: {versions()}",
+        f"- Command: `{command}` (from the repository root; about 5 minutes)", "",
+        table(found), "",
+        SETUP.format(cores=os.cpu_count(), settings=settings, rounds=rounds),
+        "## CPU while measuring (cores busy, per round)", "",
+        *notes, "",
+        "## All figures", "",
+        "```json", json.dumps(details, indent=1, default=str), "```", "",
+    ])
+    path = BENCH / "RESULTS.md"
+    path.write_text(text)
+    return path

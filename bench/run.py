@@ -1,0 +1,101 @@
+"""Run the delivery-engine benchmark, from the repository root:
+
+    .venv/bin/python -m bench.run
+
+Starts everything on 127.0.0.1 (a private redis-server, the Node receiver, worker processes),
+measures every scenario in this one run, prints one table and writes bench/RESULTS.md. The
+throughput scenarios run in ``--rounds`` interleaved rounds (ceiling, throughput, hanging,
+fan-out, 50 ms) and report medians, so that a ratio compares measurements taken minutes apart
+at most. Run by hand only: it reports, it never fails anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from plugin.config import DEFAULTS
+
+from . import report, scenarios
+from .stack import ReceiverProcess, RedisProcess
+
+COMMAND = ".venv/bin/python -m bench.run"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the throughput scenarios (default 3; medians reported)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios (development)")
+    parser.add_argument("--receiver-processes", type=int, default=os.cpu_count() or 1,
+                        help="Node receiver processes (default: one per core)")
+    parser.add_argument("--profile", default=None,
+                        help="folder for py-spy profiles of one worker (development)")
+    parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    redis = RedisProcess()
+    os.environ["REDIS_URL"] = redis.url  # importing wsgi must never reach another Redis
+    receiver = ReceiverProcess(args.receiver_processes)
+    bench = scenarios.Bench(cores=cores, redis=redis, receiver=receiver, profile=args.profile)
+    only = {name for name in args.only.split(",") if name}
+    results: dict[str, Any] = {}
+
+    def run(name: str, step: Callable[[], Any], rounds: bool = False) -> None:
+        if only and name not in only:
+            return
+        started = time.monotonic()
+        print(f"[{name}] ...", end=" ", flush=True)
+        value = step()
+        if rounds:
+            results.setdefault(name, []).append(value)
+        else:
+            results[name] = value
+        shown = f"{value:,.0f}" if isinstance(value, float) else (
+            f"{value['rate']:,.0f}/s" if isinstance(value, dict) and "rate" in value else
+            json.dumps(value, default=str)[:160])
+        print(f"{shown} ({time.monotonic() - started:.0f} s)", flush=True)
+
+    try:
+        for number in range(args.rounds):
+            print(f"-- round {number + 1} of {args.rounds}")
+            run("ceiling", lambda: scenarios.ceiling(bench), rounds=True)
+            run("throughput", lambda: scenarios.drain(bench, "throughput", 1, 1, 20_000),
+                rounds=True)
+            run("hanging", lambda: scenarios.hanging(bench), rounds=True)
+            run("fanout", lambda: scenarios.drain(bench, "fanout", 1, 100, 200), rounds=True)
+            run("slow", lambda: scenarios.drain(bench, "slow", 1, 1, 20_000, path="/slow"),
+                rounds=True)
+        print("-- once")
+        if scenarios.tuning_differs():
+            defaults = {key: str(DEFAULTS[key][0]) for key in scenarios.TUNING}
+            run("slow_defaults", lambda: scenarios.drain(
+                bench, "slow_defaults", 1, 1, 10_000, path="/slow", **defaults))
+        run("latency", lambda: scenarios.latency(bench))
+        run("emit", lambda: {key: statistics.median(values) for key, values in _transpose(
+            [scenarios.emit_cost(bench) for _ in range(3)]).items()})
+        run("api", lambda: scenarios.api(bench))
+        run("memory", lambda: scenarios.webhook_memory(bench))
+    finally:
+        receiver.close()
+        redis.close()
+    found = report.rows(results, cores)
+    print()
+    print(report.table(found))
+    if not args.no_write and not only:
+        path = report.write(found, results, bench.cpu_notes, args.rounds, COMMAND)
+        print(f"\nwritten to {path}")
+
+
+def _transpose(runs: list[dict[str, float]]) -> dict[str, list[float]]:
+    return {key: [one[key] for one in runs] for key in runs[0]}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,445 @@
+"""The benchmark scenarios. Each takes the shared :class:`Bench` (one redis-server, one receiver)
+and returns its figures. Every scenario flushes Redis, uses its own key prefix and queue, and
+starts its own worker processes (so each one's settings apply and nothing carries over)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from plugin import ChatbotWebhooks, endpoints
+from plugin.config import DEFAULTS
+from plugin.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
+from plugin.extension import WebhooksState, get_state
+from plugin.host import Chatbot
+from plugin.store import fan_out_item
+
+from .stack import (
+    BENCH,
+    ROOT,
+    CpuMeter,
+    ReceiverProcess,
+    RedisProcess,
+    Workers,
+    cpu_seconds,
+    free_port,
+)
+
+#: Delivery tuning the benchmark runs with: the values proposed as defaults (a 50 ms receiver
+#: needs more than 48 deliveries in flight per process to reach 1,000/s). While config.py still
+#: has other defaults, the 50 ms scenario is also run with those, for comparison.
+TUNING: dict[str, str] = {
+    "WEBHOOKS_CONCURRENCY": "128",
+    "WEBHOOKS_MAX_IN_FLIGHT_PER_HOST": "64",
+}
+#: Settings every scenario shares: receivers on 127.0.0.1, a short timeout for the hanging
+#: receiver, retries (scheduled in an hour) out of the way, room for 100 webhooks per bot.
+BASE_SETTINGS: dict[str, str] = {
+    "WEBHOOKS_ALLOW_PRIVATE_URLS": "1",
+    "WEBHOOKS_RETRY_DELAYS": "3600",
+    "WEBHOOKS_CONNECT_TIMEOUT": "1",
+    "WEBHOOKS_TIMEOUT": "2",
+    "WEBHOOKS_MAX_WEBHOOKS_PER_BOT": "100",
+    **TUNING,
+}
+EVENT = "quote.created"
+OWNER = "bench-owner"
+
+
+def tuning_differs() -> bool:
+    """Whether the benchmark's tuning differs from the defaults in plugin/config.py."""
+    return any(str(DEFAULTS[key][0]) != value for key, value in TUNING.items())
+
+
+def event_data() -> dict[str, Any]:
+    """Data that makes the delivered envelope 1 KB, like the ceiling's body."""
+    data: dict[str, Any] = {"quote_id": "q_20419", "currency": "USD", "total": 1380.0,
+                            "customer": {"name": "Grace Hopper", "email": "grace@example.com"},
+                            "notes": ""}
+    envelope = build_event(event_id=new_event_id(), event=EVENT, chatbot_id="bot-0000",
+                           chatbot_type=QUOTE_GENERATION, data=data, conversation_id=None,
+                           created_at=utc_iso())
+    data["notes"] = "n" * (1024 - len(json.dumps(envelope, separators=(",", ":"))))
+    return data
+
+
+DATA = event_data()
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def summarize(found: list[float]) -> dict[str, float]:
+    return {"p50": percentile(found, 0.50), "p95": percentile(found, 0.95),
+            "p99": percentile(found, 0.99), "max": max(found),
+            "mean": statistics.fmean(found), "count": len(found)}
+
+
+@dataclass
+class Bench:
+    """What all scenarios share: the core count, Redis, the receiver and CPU notes."""
+
+    cores: int
+    redis: RedisProcess
+    receiver: ReceiverProcess
+    cpu_notes: dict[str, list[str]] = field(default_factory=dict)
+    scenario_count: int = 0
+    #: Folder for py-spy profiles of one worker (``--profile``); None: no profiling.
+    profile: str | None = None
+
+    def settings(self, **extra: str) -> dict[str, str]:
+        """A fresh prefix and queue for a scenario, after flushing Redis and the receiver."""
+        self.redis.client.flushall()
+        self.receiver.reset()
+        self.scenario_count += 1
+        name = f"bench{self.scenario_count}"
+        return {**BASE_SETTINGS, "WEBHOOKS_KEY_PREFIX": f"{name}:", "WEBHOOKS_QUEUE": name,
+                **extra}
+
+    def app(self, settings: dict[str, str]) -> Flask:
+        from wsgi import create_app
+
+        return create_app({"WEBHOOKS_REDIS_URL": self.redis.url, **settings})
+
+    def meter(self, workers: Workers | None = None, **more: Any) -> CpuMeter:
+        parts: dict[str, Any] = {"redis": lambda: cpu_seconds(self.redis.pid),
+                                 "receiver": self.receiver.cpu}
+        if workers is not None:
+            parts["workers"] = workers.cpu
+        parts.update(more)
+        return CpuMeter(parts)
+
+    def note(self, name: str, meter: CpuMeter) -> None:
+        self.cpu_notes.setdefault(name, []).append(meter.summary())
+
+    @contextmanager
+    def workers(self, settings: dict[str, str]) -> Iterator[Workers]:
+        """One worker process per core, ready (announced) before the scenario starts."""
+        pool = Workers(self.redis.url, settings, self.cores)
+        try:
+            pool.wait_ready(self.redis.client, settings["WEBHOOKS_KEY_PREFIX"])
+            yield pool
+        finally:
+            pool.stop()
+
+    def start_profile(self, name: str, pool: Workers, seconds: float = 6.0) -> None:
+        """py-spy the first worker (all threads, and only the one holding the GIL)."""
+        if self.profile is None:
+            return
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        for flag in ("", "--gil"):
+            out = Path(self.profile) / f"{name}{flag.replace('--', '-')}.txt"
+            subprocess.Popen([spy, "record", "--pid", str(pool.pids()[0]), "--duration",
+                              str(int(seconds)), "--rate", "200", "--nonblocking",
+                              "--format", "raw", "-o", str(out), *([flag] if flag else [])],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def add_bot(state: WebhooksState, bot_id: str) -> Chatbot:
+    bot = Chatbot(bot_id, QUOTE_GENERATION, OWNER, bot_id)
+    state.builtin_chatbots.add(bot)
+    return bot
+
+
+def add_hook(state: WebhooksState, bot: Chatbot, url: str, name: str = "default") -> str:
+    return endpoints.create_webhook(state.store, state.settings, bot, name=name, url=url).id
+
+
+def preload(state: WebhooksState, bot_ids: list[str], per_bot: int) -> list[str]:
+    """Store ``per_bot`` events for each bot (interleaved) as ``emit`` stores them, but not
+    yet due: returns their fan-out items for :func:`release`."""
+    pipe = state.store.redis.pipeline(transaction=False)
+    items = []
+    for _ in range(per_bot):
+        for bot_id in bot_ids:
+            envelope = build_event(event_id=new_event_id(), event=EVENT, chatbot_id=bot_id,
+                                   chatbot_type=QUOTE_GENERATION, data=DATA,
+                                   conversation_id=None, created_at=utc_iso())
+            state.store.add_event(envelope, ttl=state.settings.log_max_age, fan_out=False,
+                                  pipe=pipe)
+            items.append(fan_out_item(envelope["id"], OWNER))
+    pipe.execute()
+    return items
+
+
+def release(state: WebhooksState, items: list[str], workers: int) -> float:
+    """Make the whole backlog due in one command and start one delivery job per worker, as
+    the first emits after a quiet period would; returns when it started (epoch seconds)."""
+    started = time.time()
+    pipe = state.store.redis.pipeline(transaction=False)
+    pipe.zadd(state.store.due_key, dict.fromkeys(items, int(started * 1000)))
+    state.store.ring(pipe)
+    pipe.execute()
+    for _ in range(workers):
+        pump_id = new_id("pump")
+        if state.store.reserve_pump(pump_id, 30.0, only_if_due=False):
+            state.enqueue_pump(pump_id)
+    return started
+
+
+def wait_recorded(state: WebhooksState, timeout: float) -> float:
+    """Until nothing is due or leased any more (every result written); returns the time."""
+    deadline = time.monotonic() + timeout
+    while state.store.redis.zcard(state.store.due_key):
+        if time.monotonic() > deadline:
+            raise RuntimeError("deliveries still pending")
+        time.sleep(0.01)
+    return time.time()
+
+
+# -- (1) ----------------------------------------------------------------------------------------
+
+def ceiling(bench: Bench, seconds: float = 5.0) -> float:
+    """POST/s of one requests.Session loop per core against the same receiver."""
+    bench.receiver.reset()
+    start_at = time.time() + 1.5
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "bench.ceiling", bench.receiver.url("/ceiling"), str(start_at),
+         str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(bench.cores)]
+    meter = bench.meter(loops=lambda: sum(cpu_seconds(p.pid) for p in procs))
+    time.sleep(max(0.0, start_at - time.time()))
+    meter.start()
+    time.sleep(seconds)
+    meter.stop()
+    counts = [int((p.communicate(timeout=60)[0] or "0").strip()) for p in procs]
+    bench.note("ceiling", meter)
+    return sum(counts) / seconds
+
+
+# -- (2) and (4) 50 ms --------------------------------------------------------------------------
+
+def drain(bench: Bench, key: str, bots: int, hooks_per_bot: int, per_bot: int,
+          path: str = "/fast", **extra: str) -> dict[str, Any]:
+    """Deliveries/s draining a backlog that appears at once, one worker process per core."""
+    settings = bench.settings(**extra)
+    state = get_state(bench.app(settings))
+    bot_ids = []
+    for b in range(bots):
+        bot = add_bot(state, f"bot-{b:04d}")
+        bot_ids.append(bot.id)
+        for h in range(hooks_per_bot):
+            add_hook(state, bot, bench.receiver.url(f"{path}/{b}/{h}"), name=f"hook-{h}")
+    total = bots * hooks_per_bot * per_bot
+    kind = "slow" if path.startswith("/slow") else "fast"
+    with bench.workers(settings) as pool:
+        memory_empty = bench.redis.used_memory()
+        items = preload(state, bot_ids, per_bot)
+        memory_events = bench.redis.used_memory()
+        meter = bench.meter(pool)
+        meter.start()
+        started = release(state, items, bench.cores)
+        bench.start_profile(key, pool)
+        stats = bench.receiver.wait_count(kind, total, timeout=600)
+        received = stats["last_ms"] / 1000 - started
+        recorded = wait_recorded(state, 120) - started
+        meter.stop()
+    bench.note(key, meter)
+    return {
+        "rate": total / received, "deliveries": total, "events": bots * per_bot,
+        "received_s": round(received, 3), "recorded_s": round(recorded, 3),
+        "extra_requests": bench.receiver.stats()[kind] - total,
+        "memory_empty": memory_empty, "memory_events": memory_events,
+        "memory_after": bench.redis.used_memory(),
+    }
+
+
+# -- (3) and (4) latency ------------------------------------------------------------------------
+
+def paced_emits(state: WebhooksState, bot_ids: list[str], rate: float, seconds: float
+                ) -> dict[str, float]:
+    """Emit ``rate`` events/s round robin over the bots; returns event id -> emit time (ms)."""
+    sent: dict[str, float] = {}
+    start = time.monotonic() + 0.05
+    for i in range(int(rate * seconds)):
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        at = time.time() * 1000
+        sent[state.emit(bot_ids[i % len(bot_ids)], EVENT, DATA)] = at
+    return sent
+
+
+def latencies(bench: Bench, sent: dict[str, float], timeout: float) -> list[float]:
+    """Emit-to-receipt times (ms) of the events in ``sent`` at the answering receiver."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [(i, at) for i, kind, at in bench.receiver.records() if kind != 2 and i in sent]
+        if len(found) >= len(sent) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if len(found) < len(sent):
+        raise RuntimeError(f"only {len(found)} of {len(sent)} events arrived")
+    return [at - sent[i] for i, at in found]
+
+
+def latency(bench: Bench, rate: float = 100.0, seconds: float = 10.0) -> dict[str, float]:
+    """Emit-to-receipt at a fixed rate, one webhook, workers idle in between."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bot = add_bot(state, "bot-latency")
+    add_hook(state, bot, bench.receiver.url("/fast/latency"))
+    with bench.workers(settings) as pool:
+        paced_emits(state, [bot.id], rate, 1.0)  # warm up: jobs started, connections open
+        time.sleep(0.5)
+        meter = bench.meter(pool, emitter=lambda: cpu_seconds(os.getpid()))
+        meter.start()
+        sent = paced_emits(state, [bot.id], rate, seconds)
+        meter.stop()
+        found = latencies(bench, sent, 30)
+    bench.note("latency", meter)
+    return summarize(found)
+
+
+def hanging(bench: Bench, bots: int = 100, per_bot: int = 200, hang_share: float = 0.1,
+            rate: float = 100.0, seconds: float = 4.0) -> dict[str, Any]:
+    """10 % of the webhooks point at a receiver that never answers (cut at WEBHOOKS_TIMEOUT).
+
+    First a backlog that appears at once: how fast do the healthy 90 % drain? Then, while the
+    hanging deliveries still hold their share of threads, events at ``rate``/s: the healthy
+    ones' latency."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bot_ids, healthy_bots = [], set()
+    every = round(1 / hang_share)
+    for b in range(bots):
+        bot = add_bot(state, f"bot-{b:04d}")
+        bot_ids.append(bot.id)
+        if b % every == 0:
+            add_hook(state, bot, bench.receiver.hang_url(f"/hang/{b}"))
+        else:
+            add_hook(state, bot, bench.receiver.url(f"/fast/{b}"))
+            healthy_bots.add(bot.id)
+    healthy = len(healthy_bots) * per_bot
+    with bench.workers(settings) as pool:
+        items = preload(state, bot_ids, per_bot)
+        meter = bench.meter(pool)
+        meter.start()
+        started = release(state, items, bench.cores)
+        bench.start_profile("hanging", pool)
+        stats = bench.receiver.wait_count("fast", healthy, timeout=600)
+        meter.stop()
+        received = stats["last_ms"] / 1000 - started
+        hung = bench.receiver.stats()["hang"]
+        bench.receiver.reset()
+        meter2 = bench.meter(pool, emitter=lambda: cpu_seconds(os.getpid()))
+        meter2.start()
+        sent = paced_emits(state, bot_ids, rate, seconds)
+        meter2.stop()
+        events = state.store.get_events(list(sent))
+        sent = {i: at for i, at in sent.items()
+                if i in events and events[i]["chatbot"]["id"] in healthy_bots}
+        found = latencies(bench, sent, 30)
+        still_due = state.store.redis.zcard(state.store.due_key)
+    bench.note("hanging", meter)
+    bench.note("hanging_latency", meter2)
+    return {"rate": healthy / received, "healthy": healthy, "received_s": round(received, 3),
+            "hang_requests_meanwhile": hung, "latencies": found, "still_due_after": still_due}
+
+
+# -- (5) ----------------------------------------------------------------------------------------
+
+def emit_cost(bench: Bench, count: int = 5000) -> dict[str, float]:
+    """Events/s one process can emit, no worker running (the queue just grows): through a
+    platform's own chatbot lookup (in memory; the plugin's cost) and through the runnable
+    host's built-in directory (one more Redis read per emit)."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bot = add_bot(state, "bot-emit")
+    add_hook(state, bot, bench.receiver.url("/fast/emit"))
+    platform = Flask("platform")
+    platform.config.update({"WEBHOOKS_REDIS_URL": bench.redis.url, **settings})
+    ChatbotWebhooks(platform, chatbots={bot.id: bot}.get)
+    out: dict[str, float] = {}
+    for name, target in (("platform", get_state(platform)), ("builtin", state)):
+        for _ in range(200):
+            target.emit(bot.id, EVENT, DATA)
+        started = time.perf_counter()
+        for _ in range(count):
+            target.emit(bot.id, EVENT, DATA)
+        out[name] = count / (time.perf_counter() - started)
+    return out
+
+
+# -- (6) ----------------------------------------------------------------------------------------
+
+def api(bench: Bench, seconds: float = 5.0, connections: int = 4, threads: int = 4
+        ) -> dict[str, float]:
+    """The registration route vs a bare Flask JSON route: same app, same waitress server, the
+    same Node load generator (``connections`` kept-alive connections, one request each)."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bot = add_bot(state, "bot-api")
+    key = state.api_keys.create(OWNER)
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": bench.redis.url, "PYTHONPATH": str(ROOT), **settings}
+    server = subprocess.Popen([sys.executable, "-m", "bench.apiserver", str(port), str(threads)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    node = shutil.which("node") or "node"
+    body = json.dumps({"url": "http://127.0.0.1:9/r/{n}"})
+    runs = {
+        "bare": (f"http://127.0.0.1:{port}/bench/bare", ""),
+        "registration": (f"http://127.0.0.1:{port}/api/v1.0/chatbot-webhook/{bot.id}/",
+                         f"Bearer {key}"),
+    }
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    try:
+        _wait_port(port)
+        for _ in range(2):
+            for name, (url, auth) in runs.items():
+                meter = bench.meter(api=lambda: cpu_seconds(server.pid))
+                meter.start()
+                done = subprocess.run([node, str(BENCH / "loadgen.js"), url, str(seconds),
+                                       str(connections), auth, body],
+                                      capture_output=True, text=True, timeout=120, check=True)
+                meter.stop()
+                report = json.loads(done.stdout.strip().splitlines()[-1])
+                good = sum(n for status, n in report["statuses"].items()
+                           if status.startswith("2"))
+                if good != report["requests"]:
+                    raise RuntimeError(f"{name}: unexpected statuses {report['statuses']}")
+                out[name].append(report["requests"] / report["seconds"])
+                bench.note(f"api_{name}", meter)
+    finally:
+        server.terminate()
+        server.wait(10)
+    return {name: statistics.median(rates) for name, rates in out.items()}
+
+
+def _wait_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# -- (7) ----------------------------------------------------------------------------------------
+
+def webhook_memory(bench: Bench, webhooks: int = 1000) -> float:
+    """Bytes of Redis memory per webhook (its hash, index entries), bots made beforehand."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bots = [add_bot(state, f"bot-{b:05d}") for b in range(webhooks)]
+    before = bench.redis.used_memory()
+    for b, bot in enumerate(bots):
+        add_hook(state, bot, bench.receiver.url(f"/fast/{b}"))
+    return (bench.redis.used_memory() - before) / webhooks
