@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import email.utils
 import http.client
+import os
+import re
+import select
 import socket
 import ssl
 import threading
@@ -27,15 +30,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.util.connection import create_connection
+import certifi
+import idna
+from requests.utils import requote_uri
 
 from .urlrules import Lookup, UnresolvableHost, UrlRefused, check_url, resolve_public
 
@@ -48,6 +47,17 @@ _CHUNK_BYTES = 65536
 #: How long a checked DNS answer is reused for new connections to the same (host, port).
 _ADDRESS_TTL = 5.0
 _ADDRESS_CACHE_SIZE = 1024
+#: Checked URLs remembered per Sender, and kept-alive connections per thread.
+_TARGET_CACHE_SIZE = 10_000
+_POOL_SIZE = 64
+#: A kept-alive connection idle longer than this is checked for a close by the receiver
+#: before it is used; one used more recently is just used (and the POST sent once more on a
+#: fresh connection if the receiver had closed it after all).
+_IDLE_CHECK = 1.0
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+          ConnectionAbortedError)
 #: How often the watchdog looks for attempts past their deadline; the cut is this late at most.
 _WATCHDOG_TICK = 0.02
 
@@ -91,8 +101,13 @@ class Outcome:
 
 
 class Sender:
-    """Thread-safe: one per worker process, used by many threads; each thread gets its own
-    kept-alive requests.Session(trust_env=False) (threading.local) so connections are reused.
+    """Thread-safe: one per worker process, used by many threads; each thread keeps its own
+    kept-alive connection per receiver (host, port), so connections are reused and never
+    shared between threads.
+
+    Built on ``http.client`` rather than ``requests``: a delivery is always one POST of bytes
+    we made to a URL we checked, and the layers ``requests`` adds for the general case
+    (sessions, cookies, hooks, adapters, pools, retries) cost more CPU than the POST itself.
 
     ``lookup`` replaces DNS resolution (see ``urlrules.Lookup``); the answer is still judged by
     the URL rules unless ``allow_private`` is set. Call ``close`` when the worker stops.
@@ -103,12 +118,21 @@ class Sender:
         self._addresses = _AddressCache(lookup, allow_private=settings.allow_private)
         self._watchdog = _Watchdog()
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-        connect = min(settings.connect_timeout, settings.timeout)
-        # The read timeout bounds each socket read; the watchdog bounds the attempt as a whole.
-        self._timeout = (connect, settings.timeout)
-        self._verify: bool | str = settings.ca_bundle or True
+        self._pools: list[dict[tuple[str, str, int], _Connection]] = []
+        self._pools_lock = threading.Lock()
+        self._targets: dict[str, _Target | str] = {}
+        self._connect_timeout = min(settings.connect_timeout, settings.timeout)
+        self._tls: ssl.SSLContext | None = None
+        defaults = {
+            "User-Agent": settings.user_agent,
+            "Accept": "*/*",
+            # We keep a few raw bytes of the answer; decompressing them is pointless and a
+            # compression bomb would defeat the size cap.
+            "Accept-Encoding": "identity",
+            "Content-Type": "application/json",
+        }
+        self._default_lines = [(name.lower(), f"{name}: {value}\r\n")
+                               for name, value in defaults.items()]
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Outcome:
         """POST body to url and report what happened; never raises for network problems.
@@ -117,119 +141,243 @@ class Sender:
         including User-Agent.
         """
         started = time.monotonic()
-        settings = self._settings
-        try:
-            check_url(
-                url,
-                allow_private=settings.allow_private,
-                require_https=settings.require_https,
-                resolve=False,  # the connection checks the addresses it actually uses
-            )
-        except UrlRefused as exc:
-            return _failed(started, f"refused: {exc}")
-        attempt = _Attempt(started + settings.timeout, self._addresses, self._watchdog)
-        _in_flight.attempt = attempt
+        target = self._target(url)
+        if isinstance(target, str):
+            return _failed(started, f"refused: {target}")
+        attempt = _Attempt(started + self._settings.timeout, self._addresses, self._watchdog)
         self._watchdog.begin(attempt)
         try:
-            return self._send(url, body, headers, attempt, started)
+            return self._send(target, body, headers, attempt, started)
         finally:
             self._watchdog.end(attempt)
-            _in_flight.attempt = None
 
     def close(self) -> None:
         """Close every thread's connections and stop the watchdog."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        with self._pools_lock:
+            pools, self._pools = self._pools, []
+        for pool in pools:
+            for connection in list(pool.values()):
+                connection.close()
         self._watchdog.close()
+
+    def _target(self, url: str) -> _Target | str:
+        """The URL checked by the rules (what is written in it; the connection checks the
+        addresses it uses) and split for sending, cached per URL; a refusal as text."""
+        found = self._targets.get(url)
+        if found is not None:
+            return found
+        settings = self._settings
+        try:
+            check_url(url, allow_private=settings.allow_private,
+                      require_https=settings.require_https, resolve=False)
+            found = _Target.of(url)
+        except UrlRefused as exc:
+            found = str(exc)
+        if len(self._targets) >= _TARGET_CACHE_SIZE:
+            self._targets.clear()
+        self._targets[url] = found
+        return found
 
     def _send(
         self,
-        url: str,
+        target: _Target,
         body: bytes,
         headers: Mapping[str, str],
         attempt: _Attempt,
         started: float,
     ) -> Outcome:
-        request_headers = dict(headers)
-        if not any(name.lower() == "content-type" for name in request_headers):
-            request_headers["Content-Type"] = "application/json"
-        try:
-            response = self._session().post(
-                url,
-                data=body,
-                headers=request_headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-                stream=True,
-                verify=self._verify,
-            )
-        except (requests.RequestException, UrlRefused, OSError, Urllib3Error) as exc:
-            return _failed(started, _describe(exc, attempt))
+        connection = self._connection(target)
+        given = {name.lower() for name in headers} if headers else set()
+        while True:
+            reused = connection.sock is not None
+            try:
+                if connection.sock is None or (started - connection.used > _IDLE_CHECK
+                                               and _dropped(connection.sock)):
+                    connection.close()
+                    reused = False
+                    connection.sock = self._open(target, attempt)
+                else:
+                    attempt.watchdog.attach(attempt, connection.sock)
+                connection.sock.sendall(self._head(target, headers, given, len(body)) + body)
+                response = http.client.HTTPResponse(connection.sock, method="POST")
+                response.begin()
+                break
+            except (OSError, http.client.HTTPException, UrlRefused, ValueError) as exc:
+                connection.close()
+                if reused and not attempt.expired and isinstance(exc, _STALE):
+                    continue  # the receiver had closed the kept-alive connection: once more
+                return _failed(started, _describe(exc, attempt))
         if attempt.expired:
             # Cut while reading the header block: http.client takes the EOF for its end, so the
             # status line may look fine, but the answer is incomplete and proves nothing.
             response.close()
+            connection.close()
             return _failed(started, "timeout")
-        try:
-            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-            content, error = self._read_capped(response, attempt)
-        finally:
-            # If the body was read to its end the connection is already back in the pool;
-            # otherwise this closes it rather than draining an unbounded body.
-            response.close()
+        retry_after = _parse_retry_after(response.getheader("Retry-After"))
+        content, error, complete = self._read_capped(response, attempt)
+        response.close()
+        if error is not None or not complete or response.will_close:
+            # not at a clean end of the answer: the connection cannot carry another request
+            connection.close()
+        connection.used = time.monotonic()
         return Outcome(
-            status=response.status_code,
+            status=response.status,
             error=error,
             duration_ms=_elapsed_ms(started),
             retry_after=retry_after,
             body_excerpt=content.decode("utf-8", errors="replace")[:_EXCERPT_CHARS],
         )
 
+    def _head(self, target: _Target, headers: Mapping[str, str], given: set[str],
+              length: int) -> bytes:
+        """The request line and header block, built directly: a delivery's headers are
+        ours (names fixed, values checked here), so http.client's per-header validation
+        and state machine would only add cost."""
+        lines = [target.head]
+        for name, line in self._default_lines:
+            if name not in given:
+                lines.append(line)
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name) or "\r" in value or "\n" in value:
+                raise ValueError(f"invalid header {name!r}")
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Content-Length: {length}\r\n\r\n")
+        return "".join(lines).encode("latin-1")
+
     def _read_capped(
-        self, response: requests.Response, attempt: _Attempt
-    ) -> tuple[bytes, str | None]:
+        self, response: http.client.HTTPResponse, attempt: _Attempt
+    ) -> tuple[bytes, str | None, bool]:
         """Read up to max_response_bytes; a failure here keeps the status, which already
-        tells whether the receiver accepted the event."""
+        tells whether the receiver accepted the event. Also says whether the whole answer was
+        read (only then may the connection be reused)."""
         limit = self._settings.max_response_bytes
         content = bytearray()
         try:
             while len(content) < limit:
                 if attempt.expired or time.monotonic() >= attempt.deadline:
-                    return bytes(content), "timeout"
-                chunk = response.raw.read(
-                    min(_CHUNK_BYTES, limit - len(content)), decode_content=False
-                )
+                    return bytes(content), "timeout", False
+                if not response.chunked and response.length == 0:
+                    break
+                chunk = response.read1(min(_CHUNK_BYTES, limit - len(content)))
                 if not chunk:
                     break
                 content += chunk
-        except (Urllib3Error, OSError) as exc:
-            return bytes(content), _describe(exc, attempt)
-        return bytes(content), None
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            return bytes(content), _describe(exc, attempt), False
+        complete = response.isclosed() or (not response.chunked and response.length == 0)
+        return bytes(content), None, complete
 
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no proxies or .netrc from the environment
-            adapter = _PinnedAdapter(pool_connections=64, pool_maxsize=4)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers.clear()
-            session.headers.update(
-                {
-                    "User-Agent": self._settings.user_agent,
-                    "Accept": "*/*",
-                    # We keep a few raw bytes of the answer; decompressing them is pointless and
-                    # a compression bomb would defeat the size cap.
-                    "Accept-Encoding": "identity",
-                }
-            )
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+    def _connection(self, target: _Target) -> _Connection:
+        pool: dict[tuple[str, str, int], _Connection] | None = getattr(
+            self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+            with self._pools_lock:
+                self._pools.append(pool)
+        connection = pool.get(target.key)
+        if connection is None:
+            if len(pool) >= _POOL_SIZE:
+                for old in pool.values():
+                    old.close()
+                pool.clear()
+            connection = pool[target.key] = _Connection()
+        return connection
+
+    def _open(self, target: _Target, attempt: _Attempt) -> socket.socket:
+        """A new socket to one of the checked addresses of the host (TLS for https); the
+        hostname, not the address, is used for SNI and the certificate check."""
+        error: OSError | None = None
+        for address in attempt.addresses.get(target.host, target.port):
+            if attempt.expired or time.monotonic() >= attempt.deadline:
+                error = TimeoutError("attempt deadline passed")
+                break
+            try:
+                sock = socket.create_connection((address, target.port), self._connect_timeout)
+            except OSError as exc:
+                error = exc
+                continue
+            attempt.watchdog.attach(attempt, sock)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # Blocking from here on: the watchdog bounds the attempt by shutting the socket
+                # down, and a socket without a timeout makes one system call per read or
+                # write instead of two (each lets another thread take the interpreter).
+                sock.settimeout(None)
+                if target.tls:
+                    sock = self._tls_context().wrap_socket(sock, server_hostname=target.host)
+                    attempt.watchdog.attach(attempt, sock)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        raise error or OSError("no address to connect to")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            bundle = self._settings.ca_bundle or certifi.where()
+            if os.path.isdir(bundle):
+                self._tls = ssl.create_default_context(capath=bundle)
+            else:
+                self._tls = ssl.create_default_context(cafile=bundle)
+        return self._tls
+
+
+class _Connection:
+    """One thread's kept-alive connection to one receiver (pinned, maybe TLS)."""
+
+    __slots__ = ("sock", "used")
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        #: When the last answer on it ended (monotonic).
+        self.used = 0.0
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+class _Target:
+    """A checked URL split for sending: host as connected to (lower case, IDNA), port, path."""
+
+    __slots__ = ("tls", "host", "port", "path", "key", "head")
+
+    def __init__(self, tls: bool, host: str, port: int, path: str) -> None:
+        self.tls, self.host, self.port, self.path = tls, host, port, path
+        self.key = ("https" if tls else "http", host, port)
+        name = f"[{host}]" if ":" in host else host
+        if port != (443 if tls else 80):
+            name = f"{name}:{port}"
+        if _CONTROL.search(path) or _CONTROL.search(name):
+            raise UrlRefused("URL contains whitespace or control characters")
+        #: The request line and Host header.
+        self.head = f"POST {path} HTTP/1.1\r\nHost: {name}\r\n"
+
+    @classmethod
+    def of(cls, url: str) -> _Target:
+        parts = urlsplit(url)
+        tls = parts.scheme.lower() == "https"
+        host = (parts.hostname or "").rstrip(".")  # lower case, IPv6 without brackets
+        if not host.isascii():
+            try:
+                host = idna.encode(host, uts46=True).decode("ascii")
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise UrlRefused("URL host is not a valid domain name") from exc
+        port = parts.port or (443 if tls else 80)
+        path = requote_uri(parts.path or "/") + (f"?{requote_uri(parts.query)}"
+                                                  if parts.query else "")
+        return cls(tls, host, port, path)
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive connection was closed by the receiver (it is readable:
+    an EOF, or bytes nobody asked for)."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _Attempt:
@@ -243,17 +391,6 @@ class _Attempt:
         self.watchdog = watchdog
         self.sock: socket.socket | None = None
         self.expired = False
-
-
-#: The attempt of the current thread; connections read their policy and deadline from it.
-_in_flight = threading.local()
-
-
-def _current_attempt() -> _Attempt:
-    attempt: _Attempt | None = getattr(_in_flight, "attempt", None)
-    if attempt is None:
-        raise RuntimeError("webhook connections can only be opened by Sender.post")
-    return attempt
 
 
 class _Watchdog:
@@ -350,70 +487,6 @@ class _AddressCache:
         return addresses
 
 
-class _PinnedHTTPConnection(HTTPConnection):
-    """Opens its socket only to addresses that passed the URL rules.
-
-    ``_new_conn`` is the hook urllib3's own SOCKS support overrides; the host stays the
-    original name, so the Host header, SNI and certificate checks all use it.
-    """
-
-    def _new_conn(self) -> socket.socket:
-        attempt = _current_attempt()
-        host = self.host
-        error: OSError | None = None
-        for address in attempt.addresses.get(host, self.port):
-            if attempt.expired or time.monotonic() >= attempt.deadline:
-                error = TimeoutError("attempt deadline passed")
-                break
-            try:
-                sock = create_connection(
-                    (address, self.port),
-                    self.timeout,
-                    source_address=self.source_address,
-                    socket_options=self.socket_options,
-                )
-            except OSError as exc:
-                error = exc
-                continue
-            attempt.watchdog.attach(attempt, sock)
-            return sock
-        if isinstance(error, TimeoutError):
-            raise ConnectTimeoutError(self, f"Connection to {host} timed out") from error
-        raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        # A kept-alive connection has no _new_conn; register its socket for this attempt.
-        if self.sock is not None:
-            attempt = _current_attempt()
-            attempt.watchdog.attach(attempt, self.sock)
-        super().request(*args, **kwargs)
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection, HTTPSConnection):
-    """TLS on top of a pinned socket; server_hostname stays the URL's host."""
-
-
-class _PinnedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _PinnedHTTPConnection
-
-
-class _PinnedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _PinnedHTTPSConnection
-
-
-class _PinnedAdapter(HTTPAdapter):
-    """A requests adapter whose pools open only pinned connections."""
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _PinnedHTTPPool,
-            "https": _PinnedHTTPSPool,
-        }
-
-
 def _failed(started: float, error: str) -> Outcome:
     return Outcome(
         status=None,
@@ -439,7 +512,7 @@ def _describe(exc: BaseException, attempt: _Attempt) -> str:
         if isinstance(link, UrlRefused):
             return f"refused: {link}"
     for link in chain:
-        if isinstance(link, requests.Timeout | TimeoutError | socket.timeout):
+        if isinstance(link, TimeoutError | socket.timeout):
             return "timeout"
         if isinstance(link, ConnectionRefusedError):
             return "connection refused"
@@ -449,19 +522,18 @@ def _describe(exc: BaseException, attempt: _Attempt) -> str:
             reason = getattr(link, "reason", None) or type(link).__name__
             return f"tls error: {reason}"
     for link in chain:
-        if isinstance(link, http.client.RemoteDisconnected | http.client.IncompleteRead):
+        if isinstance(link, http.client.RemoteDisconnected | http.client.IncompleteRead
+                      | BrokenPipeError):
             return "connection closed by receiver"
-        if isinstance(link, requests.exceptions.InvalidURL | requests.exceptions.InvalidHeader):
+        if isinstance(link, http.client.InvalidURL | ValueError):
             return f"invalid request: {link}"
+        if isinstance(link, http.client.HTTPException):
+            return f"invalid response: {type(link).__name__}"
     return f"connection error: {type(exc).__name__}"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception with its causes, contexts and wrapped reasons, outermost first.
-
-    requests and urllib3 wrap errors in each other (ConnectionError > MaxRetryError >
-    NewConnectionError > ConnectionRefusedError) partly through attributes, not only causes.
-    """
+    """The exception with its causes, contexts and wrapped reasons, outermost first."""
     seen: list[BaseException] = []
     todo: list[BaseException] = [exc]
     while todo and len(seen) < 32:

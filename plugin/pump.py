@@ -2,29 +2,40 @@
 concurrently, record every attempt, schedule retries.
 
 Why a loop inside a job instead of one job per delivery: an RQ job costs a few milliseconds of
-bookkeeping, a forking worker far more, while a kept-alive HTTP session posts in well under one.
-So one job ("pump") claims work in batches from the ``due`` sorted set, keeps a pool of threads
-posting, and writes results back in pipelines. It lingers briefly when idle (blocking on the
-doorbell list) so a new event starts moving within a millisecond or two.
+bookkeeping, a forking worker far more, while a kept-alive connection posts in a fraction of
+one. So one job ("pump") claims work in batches from the ``due`` sorted set (one script call
+returns the items with their events) and writes results back in batches (one script call
+stores a batch of deliveries, logs them and trims the logs), while a fixed set of delivery
+threads take the claimed deliveries one after the other and POST them. The threads pick their
+next delivery themselves the moment they are free, so the job's own Redis round trips never
+leave a thread idle. The job waits on one queue fed by both finished attempts and the emit
+doorbell (watched by a helper thread), so a new event starts moving within a millisecond or two
+even while slow receivers keep threads busy.
 
 Why nothing is lost: a claimed item stays in ``due`` with its score pushed to the end of a
-lease. Success, a final failure or a 410 removes it; a retry re-scores it; a worker that dies
-leaves it there and it becomes due again when the lease ends. Delivery is therefore
-at-least-once, and the event id (``webhook-id``) lets receivers drop duplicates.
+lease. A fan-out item ("f:") stays there until every delivery it made has its first attempt
+recorded (or was put back as a delivery item of its own); a delivery item ("d:") until it is
+final or re-scored for its retry. A worker that dies leaves its items there and they become due
+again when the lease ends. A fan-out redone that way skips the deliveries already stored (their
+ids derive from event and endpoint), so the log gets no duplicates. Delivery is at-least-once,
+and the event id (``webhook-id``) lets receivers drop duplicates.
 
 Why one slow receiver cannot stall the rest: each receiver host:port may use only a share of
-the threads at once (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``); its other deliveries are put back
-for a moment instead of waiting in line for a thread.
+the threads at once (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``); threads skip the deliveries of a host
+at its share. Those wait in memory only as long as that host is expected to take to get to
+them (at most ``HOLD_SECONDS``); the rest go back to ``due`` for when the host should have
+room, so they neither hold threads nor keep this job from claiming work for other hosts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,29 +55,157 @@ from .store import (
     Delivery,
     Endpoint,
     Store,
+    delivery_id_for,
     now_ms,
     parse_fan_out_item,
 )
 
 log = logging.getLogger(__name__)
 
-#: Milliseconds a delivery to a saturated receiver is put back before it is claimed again.
-SATURATED_DEFER_MS = 1000
-#: Seconds to wait for a finished attempt when threads are busy and nothing else is to do.
-POLL_BUSY = 0.005
+#: Longest a claimed delivery waits in memory for its host to have a free share of threads;
+#: deliveries that would wait longer go back to ``due``.
+HOLD_SECONDS = 0.5
+#: Bounds of how long a delivery put back for a saturated host waits before it is claimed
+#: again (estimated from how fast that host answers).
+DEFER_MIN_MS = 1000
+DEFER_MAX_MS = 60_000
+#: Seconds between two looks for deliveries held too long (also done after every claim).
+SWEEP_SECONDS = 0.05
+#: Seconds to wait for a finished attempt while deliveries are in flight; new events and
+#: finished attempts wake the loop at once, this only paces the checks for work falling due.
+BUSY_WAIT = 0.1
+#: Seconds one doorbell wait lasts in the helper thread.
+DOORBELL_WAIT = 0.25
+#: Deliveries a job holds at most, claimed but not recorded, per delivery thread: enough that
+#: the threads never run dry while the job claims or records (each one round trip).
+HELD_PER_THREAD = 4
+#: Weight of the newest attempt in a host's average duration.
+EWMA = 0.2
+
+_WAKE = None  # put on the results queue by the doorbell thread
+
+
+@dataclass(eq=False)
+class Work:
+    """One delivery attempt, from claim to recorded result."""
+
+    delivery: Delivery
+    endpoint: Endpoint
+    host: str
+    #: The ``due`` member whose lease covers this attempt: the event's "f:" item for the first
+    #: attempt of a fan-out delivery (not stored yet), else the delivery's own "d:" item.
+    item: str
+    fresh: bool
+    claimed: float
+    #: The job that claimed it (a job that crashed leaves its results to nobody).
+    pump: object = None
+    body: bytes = b""
+    keys: list[bytes] = field(default_factory=list)
 
 
 @dataclass
-class Work:
-    delivery: Delivery
-    endpoint: Endpoint
-    body: bytes
-    host: str
+class _Host:
+    """What the dispatcher knows about one receiver host:port."""
+
+    #: Deliveries over the host's share, waiting for one of its attempts to end.
+    waiting: deque[Work] = field(default_factory=deque)
+    #: Deliveries let through to the threads: queued for a thread or in flight.
+    admitted: int = 0
+    #: Average seconds of recent attempts; None until one finished.
+    average: float | None = None
+    #: When the host last finished an attempt or got its first one (monotonic).
+    last_progress: float = 0.0
+    #: Until when deliveries put back for this host are already spread (monotonic).
+    booked_until: float = 0.0
+
+
+class Dispatcher:
+    """Hands claimed deliveries to the threads, each host up to its share of them.
+
+    A delivery of a host below its share goes straight to the threads' queue (first come,
+    first served); the others wait here, per host, and the thread that finishes an attempt of
+    that host lets the next one through. So a thread never waits for the job's loop, and a
+    slow host holds at most its share of threads.
+    """
+
+    def __init__(self, share: int) -> None:
+        self.share = share
+        self.lock = threading.Lock()
+        self.queue: SimpleQueue[Work | None] = SimpleQueue()
+        self.hosts: dict[str, _Host] = {}
+        self.waiting = 0
+
+    def add(self, works: list[Work], now: float) -> None:
+        admitted: list[Work] = []
+        with self.lock:
+            for work in works:
+                host = self.hosts.get(work.host)
+                if host is None:
+                    host = self.hosts[work.host] = _Host(last_progress=now)
+                if host.admitted < self.share:
+                    host.admitted += 1
+                    admitted.append(work)
+                else:
+                    host.waiting.append(work)
+                    self.waiting += 1
+        for work in admitted:
+            self.queue.put(work)
+
+    def finished(self, work: Work, seconds: float | None) -> None:
+        """An attempt ended (``seconds`` long, or None if it was not made)."""
+        following: Work | None = None
+        with self.lock:
+            host = self.hosts[work.host]
+            if seconds is not None:
+                host.average = seconds if host.average is None else (
+                    (1 - EWMA) * host.average + EWMA * seconds)
+                host.last_progress = time.monotonic()
+            if host.waiting:
+                following = host.waiting.popleft()
+                self.waiting -= 1
+            else:
+                host.admitted -= 1
+                if not host.admitted:
+                    del self.hosts[work.host]
+        if following is not None:
+            self.queue.put(following)
+
+    def overdue(self, now: float, hold: float) -> list[tuple[Work, int]]:
+        """Take out the waiting deliveries that would wait longer than ``hold`` seconds for
+        their host (judged by how fast it answers, or how long it has been silent) or that
+        already waited that long; each with when to try it again (ms)."""
+        out: list[tuple[Work, int]] = []
+        oldest_ok = now - hold
+        wall_ms = now_ms()
+        with self.lock:
+            for host in self.hosts.values():
+                if not host.waiting:
+                    continue
+                pace = max(host.average or 0.0, now - host.last_progress)
+                keep = int(self.share * hold / pace) if pace > 0 else len(host.waiting)
+                # The host finishes one attempt every ``step`` seconds: the deliveries put
+                # back are spread out at that pace behind those it already has, so each
+                # comes back about when the host can take it instead of every second.
+                step = pace / self.share
+                slot = max(host.booked_until, now + (host.admitted + keep) * step)
+                while host.waiting and (len(host.waiting) > keep
+                                        or host.waiting[0].claimed < oldest_ok):
+                    if len(host.waiting) > keep:
+                        work = host.waiting.popleft() if keep == 0 else host.waiting.pop()
+                        slot += step
+                        delay = int(1000 * (slot - now))
+                    else:  # held too long while the threads were busy elsewhere
+                        work = host.waiting.popleft()
+                        delay = 0
+                    out.append((work, wall_ms + min(max(delay, DEFER_MIN_MS), DEFER_MAX_MS)))
+                host.booked_until = slot
+            self.waiting -= len(out)
+        return out
 
 
 class Engine:
-    """Per worker process: store, HTTP sender and threads, reused by every job so that TCP
-    connections stay alive from one job to the next."""
+    """Per worker process: store, HTTP sender, delivery threads and the doorbell watcher,
+    reused by every job so that TCP connections stay alive from one job to the next."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.settings = settings
@@ -79,11 +218,72 @@ class Engine:
             require_https=settings.require_https,
             user_agent=settings.user_agent,
         ))
-        self.threads = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="deliver")
+        self.dispatcher = Dispatcher(settings.max_in_flight_per_host)
+        self.results: SimpleQueue[tuple[Work, Outcome | None] | None] = SimpleQueue()
+        #: Set while a job runs: only then does the doorbell thread take tokens.
+        self.listening = threading.Event()
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        for n in range(self.settings.concurrency):
+            self._threads.append(threading.Thread(target=self._deliver, daemon=True,
+                                                  name=f"deliver-{n}"))
+        self._threads.append(threading.Thread(target=self._watch_doorbell, daemon=True,
+                                              name="doorbell"))
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
-        self.threads.shutdown(wait=True)
+        self._closing.set()
+        self.listening.set()
+        for _ in range(self.settings.concurrency):
+            self.dispatcher.queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=self.settings.timeout + 5)
+        self._threads.clear()
         self.sender.close()
+
+    def _deliver(self) -> None:
+        """A delivery thread: sign and POST the next delivery until the engine closes."""
+        dispatcher, results, sender = self.dispatcher, self.results, self.sender
+        queue, settings = dispatcher.queue, self.settings
+        late = settings.lease - settings.timeout
+        while True:
+            work = queue.get()
+            if work is None:
+                return
+            if time.monotonic() - work.claimed > late:
+                # waited for a thread so long that its lease could end during the attempt:
+                # the job puts it back instead
+                dispatcher.finished(work, None)
+                results.put((work, None))
+                continue
+            try:
+                headers = signed_headers(work.keys, work.delivery.event_id, work.body)
+                outcome = sender.post(work.endpoint.url, work.body, headers)
+            except Exception as exc:  # a bug must not lose the delivery: record and retry
+                log.exception("delivery attempt crashed")
+                outcome = Outcome(status=None, error=f"internal error: {exc!r}",
+                                  duration_ms=0.0, retry_after=None, body_excerpt="")
+            dispatcher.finished(work, outcome.duration_ms / 1000)
+            results.put((work, outcome))
+
+    def _watch_doorbell(self) -> None:
+        """Turn doorbell tokens (rung by ``emit``) into wake-ups of the running job."""
+        redis, key = self.store.redis, self.store.doorbell_key
+        while not self._closing.is_set():
+            if not self.listening.wait(1.0) or self._closing.is_set():
+                continue
+            try:
+                rung = redis.blpop([key], timeout=DOORBELL_WAIT)
+            except Exception:  # Redis away for a moment: the loop polls anyway
+                self._closing.wait(0.5)
+                continue
+            if rung:
+                self.results.put(_WAKE)
 
 
 class Pump:
@@ -93,12 +293,28 @@ class Pump:
         self.engine = engine
         self.settings = engine.settings
         self.store = engine.store
+        self.dispatcher = engine.dispatcher
         self.pump_id = pump_id
-        self.in_flight: dict[Future[Outcome], Work] = {}
-        self.host_load: Counter[str] = Counter()
-        # Endpoints are cached per bot and re-read when the bot's version key changed: one MGET
-        # per batch keeps every delivery exact (a subscription made just before an emit gets
-        # that event; a rotated secret signs the next attempt).
+        #: Deliveries handed to the dispatcher whose result is not recorded yet.
+        self.outstanding = 0
+        #: Fan-out items -> deliveries not yet recorded; the item leaves ``due`` at zero.
+        self.open_items: Counter[str] = Counter()
+        #: Fan-out items -> how many deliveries they made, while none is stored (else -1).
+        self.fanned_out: dict[str, int] = {}
+        #: Deliveries per claimed item, averaged: sizes claims in deliveries, not events.
+        self.per_item = 1.0
+        #: Deliveries to record as "Not sent" with the next batch (no attempt made).
+        self.unsent: list[Work] = []
+        #: Writes that ride along with the next batch of results (one round trip less each):
+        #: items to make due at a time, items done, deliveries to store as they are.
+        self.later_due: dict[str, int] = {}
+        self.later_done: list[str] = []
+        self.later_store: dict[str, list[Delivery]] = {}
+        self._swept = 0.0
+        # Endpoints are cached per bot and re-read when the bot's version key changed; the
+        # claim reads each event's bot version in the same step (an MGET does it for retried
+        # deliveries), so every delivery is exact: a subscription made just before an emit
+        # gets that event, a rotated secret signs the next attempt.
         self._endpoints: dict[str, Endpoint] = {}
         self._bots: dict[str, tuple[int, list[str]]] = {}
         self._events: dict[str, tuple[dict[str, Any], bytes]] = {}
@@ -109,25 +325,37 @@ class Pump:
     def run(self) -> int:
         """Deliver until idle for ``pump_linger`` seconds or ``pump_max_seconds`` are up.
         Returns the number of attempts made."""
+        self.engine.start()
+        self.engine.listening.set()
+        try:
+            return self._loop()
+        except BaseException:
+            # leave nothing behind for the next job: what this one claimed comes back when
+            # its leases end
+            self.dispatcher.overdue(time.monotonic(), -1.0)
+            raise
+        finally:
+            self.engine.listening.clear()
+
+    def _loop(self) -> int:
         settings = self.settings
-        started = time.monotonic()
-        deadline = started + settings.pump_max_seconds
+        deadline = time.monotonic() + settings.pump_max_seconds
         idle_since: float | None = None
         self._refresh_lease()
         while True:
             now = time.monotonic()
-            free = settings.concurrency - len(self.in_flight)
-            claimed: list[str] = []
-            if free > 0 and now < deadline:
-                claimed = self.store.claim(min(settings.batch_size, free), settings.lease)
+            claimed = False
+            if now < deadline and self._room() >= max(1, settings.concurrency // 2):
+                claimed = self._claim(now)
                 if claimed:
                     idle_since = None
-                    self._start(claimed, free)
-            if self.in_flight:
-                done, _ = wait(list(self.in_flight), timeout=0.5 if free <= 0 else POLL_BUSY,
-                               return_when=FIRST_COMPLETED)
-                if done:
-                    self._finish(done)
+            if self.dispatcher.waiting and (claimed or now - self._swept >= SWEEP_SECONDS):
+                self._swept = now
+                self._put_back_overdue(now)
+            if self.unsent or self.later_due or self.later_done or self.later_store:
+                self._record([])
+            if self.outstanding > 0:
+                self._collect(BUSY_WAIT)
                 continue
             if claimed:
                 continue
@@ -142,16 +370,41 @@ class Pump:
                     return self.attempted
                 idle_since = None
                 continue
-            self._wait_for_work(settings.pump_linger - (now - idle_since))
+            self._collect(self._idle_timeout(settings.pump_linger - (now - idle_since)))
 
-    def _wait_for_work(self, linger_left: float) -> None:
-        """Block on the doorbell, but not past the next retry that falls due."""
+    def _room(self) -> int:
+        """Deliveries this job may still claim (see ``HELD_PER_THREAD``)."""
+        return HELD_PER_THREAD * self.settings.concurrency - self.outstanding
+
+    def _idle_timeout(self, linger_left: float) -> float:
+        """Wait for the doorbell, but not past the next retry that falls due."""
         timeout = min(max(linger_left, 0.01), 1.0)
         first = self.store.next_due_ms()
         if first is not None:
             timeout = min(timeout, max((first - now_ms()) / 1000, 0.0))
-        if timeout > 0.001:
-            self.store.redis.blpop([self.store.doorbell_key], timeout=timeout)
+        return timeout
+
+    def _collect(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for finished attempts (or the doorbell); record them all."""
+        results = self.engine.results
+        done: list[tuple[Work, Outcome]] = []
+        late: list[tuple[Work, int]] = []
+        try:
+            first = results.get(timeout=timeout) if timeout > 0.0005 else results.get_nowait()
+            while True:
+                if first is not None and first[0].pump is self:
+                    work, outcome = first
+                    if outcome is None:
+                        late.append((work, now_ms()))
+                    else:
+                        done.append((work, outcome))
+                first = results.get_nowait()
+        except Empty:
+            pass
+        if late:
+            self._put_back(late)
+        if done or self.unsent or self.later_due or self.later_done or self.later_store:
+            self._record(done)
 
     def _refresh_lease(self) -> None:
         pipe = self.store.redis.pipeline(transaction=False)
@@ -172,145 +425,205 @@ class Pump:
 
         return Queue(self.settings.queue, connection=self.store.redis)
 
-    # -- starting work -----------------------------------------------------------------------
-    def _start(self, claimed: list[str], free: int) -> None:
-        fan_outs = [item for item in claimed if item.startswith("f:")]
-        event_ids = [parse_fan_out_item(item)[0] for item in fan_outs]
-        delivery_ids = [item[2:] for item in claimed if item.startswith("d:")]
-        self._load_events(event_ids)
-        found = self.store.get_deliveries(delivery_ids) if delivery_ids else []
-        self._sync_bots(
-            [self._events[e][0]["chatbot"]["id"] for e in event_ids if e in self._events]
-            + [d.chatbot_id for d in found if d is not None])
-        ready: list[Delivery] = []
-        if fan_outs:
-            ready.extend(self._fan_out(fan_outs, free))
-        if delivery_ids:
-            self._load_events([d.event_id for d in found if d is not None])
-            pipe = self.store.redis.pipeline(transaction=False)
-            for delivery_id, delivery in zip(delivery_ids, found, strict=True):
-                if delivery is None or delivery.status != PENDING:
-                    pipe.zrem(self.store.due_key, f"d:{delivery_id}")
+    # -- claiming ----------------------------------------------------------------------------
+    def _claim(self, now: float) -> bool:
+        """Claim a batch (the claim returns fan-out items with their events), fan it out and
+        hand the deliveries to the dispatcher."""
+        room = self._room()
+        limit = max(1, min(self.settings.batch_size, int(room / self.per_item)))
+        claimed = self.store.claim(limit, self.settings.lease)
+        if not claimed:
+            return False
+        if len(self._events) > 50_000:
+            self._events.clear()
+        fan_outs: list[tuple[str, bool]] = []
+        delivery_ids: list[str] = []
+        versions: dict[str, int] = {}
+        unversioned: list[str] = []
+        for one in claimed:
+            if one.item.startswith("f:"):
+                fan_outs.append((one.item, one.again))
+                event_id = parse_fan_out_item(one.item)[0]
+                if one.event is None:
+                    continue
+                loaded = self._events.get(event_id)
+                if loaded is None:
+                    loaded = self._events[event_id] = (json.loads(one.event), one.event)
+                if one.bot_version is not None:
+                    versions[loaded[0]["chatbot"]["id"]] = one.bot_version
                 else:
-                    ready.append(delivery)
-            pipe.execute()
-        self._submit(ready)
+                    unversioned.append(loaded[0]["chatbot"]["id"])
+            elif one.item.startswith("d:"):
+                delivery_ids.append(one.item[2:])
+        found = self.store.get_deliveries(delivery_ids) if delivery_ids else []
+        self._load_events([d.event_id for d in found if d is not None])
+        self._sync_bots(versions, unversioned + [d.chatbot_id for d in found if d is not None])
+        ready: list[Work] = []
+        made = self._fan_out(fan_outs, now, ready) if fan_outs else 0
+        gone: list[str] = []
+        for delivery_id, delivery in zip(delivery_ids, found, strict=True):
+            if delivery is None or delivery.status != PENDING:
+                gone.append(f"d:{delivery_id}")
+            else:
+                self._queue_work(delivery, f"d:{delivery_id}", False, now, ready)
+                made += 1
+        self.later_done.extend(gone)
+        if ready:
+            self.outstanding += len(ready)
+            self.dispatcher.add(ready, now)
+        self.per_item = 0.7 * self.per_item + 0.3 * max(1.0, made / len(claimed))
+        return True
 
-    def _fan_out(self, items: list[str], free: int) -> list[Delivery]:
-        """Turn each event into one delivery per endpoint that wants it.
-
-        One MULTI per batch creates the deliveries and removes the fan-out items together, so
-        a crash either redoes a whole fan-out or none of it. Deliveries beyond the free threads
-        are left due now instead of leased, so they never wait in memory past their lease.
+    def _fan_out(self, items: list[tuple[str, bool]], now: float, ready: list[Work]) -> int:
+        """Turn each event into one delivery per endpoint that wants it, as long as there is
+        room (the first event always fits); the events left over are given back at once. The
+        deliveries are stored only with their first attempt.
 
         An inactive webhook still gets its delivery, closed at once as "Not sent" so the owner
         sees it in the log and can redeliver. A Zapier subscription made by someone who no
         longer owns the bot gets nothing.
         """
-        settings = self.settings
-        lease_end = now_ms() + int(settings.lease * 1000)
         created_ms = now_ms()
-        ready: list[Delivery] = []
-        touched: set[str] = set()
-        pipe = self.store.redis.pipeline(transaction=True)
-        for item in items:
+        created_at = utc_iso(created_ms / 1000)
+        room = self._room() - len(ready)
+        made = 0
+        finished: list[str] = []
+        given_back: list[str] = []
+        for item, again in items:
+            if made and made >= room:
+                given_back.append(item)
+                continue
             event_id, owner = parse_fan_out_item(item)
-            pipe.zrem(self.store.due_key, item)
             loaded = self._events.get(event_id)
-            if loaded is None:
+            deliveries: list[Delivery] = []
+            if loaded is not None:
+                event = loaded[0]
+                for endpoint in self._endpoints_of(event["chatbot"]["id"]):
+                    if event["event"] not in endpoint.events:
+                        continue
+                    if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
+                        continue
+                    deliveries.append(Delivery(
+                        id=delivery_id_for(event_id, endpoint.id), event_id=event_id,
+                        event=event["event"], endpoint_id=endpoint.id,
+                        chatbot_id=endpoint.chatbot_id, status=PENDING,
+                        created_at=created_at, created_ms=created_ms,
+                    ))
+            if again and deliveries:  # a lost lease: skip what was stored before
+                stored = self.store.existing_deliveries([d.id for d in deliveries])
+                deliveries = [d for d in deliveries if d.id not in stored]
+            if not deliveries:
+                finished.append(item)
                 continue
-            event = loaded[0]
-            for endpoint in self._endpoints_of(event["chatbot"]["id"]):
-                if event["event"] not in endpoint.events:
-                    continue
-                if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
-                    continue
-                delivery = Delivery(
-                    id=new_id("dlv"), event_id=event_id, event=event["event"],
-                    endpoint_id=endpoint.id, chatbot_id=endpoint.chatbot_id, status=PENDING,
-                    created_at=utc_iso(created_ms / 1000), created_ms=created_ms,
-                )
-                lease = len(ready) < free
-                self.store.add_delivery(pipe, delivery, ttl=settings.log_max_age,
-                                        due_at_ms=lease_end if lease else created_ms)
-                touched.add(endpoint.id)
-                if lease:
-                    ready.append(delivery)
-        for endpoint_id in touched:
-            self.store.trim_log(pipe, endpoint_id, settings.log_max_per_webhook,
-                                settings.log_max_age)
-        pipe.execute()
-        return ready
+            self.open_items[item] += len(deliveries)
+            self.fanned_out[item] = len(deliveries) if not again else -1
+            for delivery in deliveries:
+                self._queue_work(delivery, item, True, now, ready)
+            made += len(deliveries)
+        self.later_done.extend(finished)
+        self.later_due.update(dict.fromkeys(given_back, created_ms))
+        return made
 
-    def _submit(self, ready: list[Delivery]) -> None:
-        if not ready:
+    def _settle(self, item: str, finished: list[str]) -> None:
+        """One delivery of a fan-out item is stored; the item is done when all of them are."""
+        if not item.startswith("f:"):
             return
-        cap = self.settings.max_in_flight_per_host
-        deferred: list[str] = []
-        closed = self.store.redis.pipeline(transaction=False)
-        closing = False
-        for delivery in ready:
-            endpoint = self._endpoint(delivery.endpoint_id)
-            loaded = self._events.get(delivery.event_id)
-            if endpoint is None or not endpoint.active or loaded is None:
-                reason = ("the webhook was deleted" if endpoint is None else
-                          "the event has expired" if loaded is None else
-                          f"the webhook is inactive: {endpoint.disabled_reason or 'disabled'}")
-                self._close(closed, delivery, FAILED, error=f"Not sent: {reason}.")
-                closing = True
-                continue
-            host = _host_of(endpoint.url)
-            if self.host_load[host] >= cap:
-                deferred.append(f"d:{delivery.id}")
-                continue
-            event, raw = loaded
-            body = (raw if not endpoint.custom_params else
-                    json.dumps(payload_for(event, endpoint.custom_params),
-                               separators=(",", ":")).encode())
-            work = Work(delivery, endpoint, body, host)
-            self.host_load[host] += 1
-            self.in_flight[self.engine.threads.submit(self._attempt, work)] = work
-        if deferred:
-            closed.zadd(self.store.due_key,
-                        dict.fromkeys(deferred, now_ms() + SATURATED_DEFER_MS))
-            closing = True
-        if closing:
-            closed.execute()
+        self.fanned_out[item] = -1  # no longer untouched
+        self.open_items[item] -= 1
+        if self.open_items[item] <= 0:
+            del self.open_items[item]
+            del self.fanned_out[item]
+            finished.append(item)
 
-    def _attempt(self, work: Work) -> Outcome:
-        """Runs on a delivery thread: sign and POST."""
-        endpoint = work.endpoint
+    def _queue_work(self, delivery: Delivery, item: str, fresh: bool, now: float,
+                    ready: list[Work]) -> None:
+        endpoint = self._endpoints.get(delivery.endpoint_id)
+        work = Work(delivery, endpoint or _GONE, "", item, fresh, now, self)
+        loaded = self._events.get(delivery.event_id)
+        if endpoint is None or not endpoint.active or loaded is None:
+            self.unsent.append(work)
+            return
+        event, raw = loaded
+        work.body = (raw if not endpoint.custom_params else
+                     json.dumps(payload_for(event, endpoint.custom_params),
+                                separators=(",", ":")).encode())
+        work.keys = self._signing_keys(endpoint)
+        work.host = _host_of(endpoint.url)
+        ready.append(work)
+
+    def _signing_keys(self, endpoint: Endpoint) -> list[bytes]:
         cached = self._keys.get(endpoint.id)
-        now = time.time()
-        if cached is None or now >= cached[1]:
+        wall = time.time()
+        if cached is None or wall >= cached[1]:
             # the previous secret signs too until its overlap ends; re-derive after that
             until = (endpoint.previous_secret_until
-                     if endpoint.previous_secret and now < endpoint.previous_secret_until
+                     if endpoint.previous_secret and wall < endpoint.previous_secret_until
                      else float("inf"))
-            cached = ([secret_key(s) for s in endpoint.secrets_now(now)], until)
+            cached = ([secret_key(s) for s in endpoint.secrets_now(wall)], until)
             self._keys[endpoint.id] = cached
-        headers = signed_headers(cached[0], work.delivery.event_id, work.body)
-        return self.engine.sender.post(work.endpoint.url, work.body, headers)
+        return cached[0]
+
+    def _put_back_overdue(self, now: float) -> None:
+        """Deliveries that would wait too long for a saturated host go back to ``due``, due
+        when the host should have room again; so do any held close to their lease's end."""
+        hold = min(HOLD_SECONDS, (self.settings.lease - self.settings.timeout) / 2)
+        put_back = self.dispatcher.overdue(now, hold)
+        if put_back:
+            self._put_back(put_back)
+
+    def _put_back(self, put_back: list[tuple[Work, int]]) -> None:
+        """Deliveries not attempted after all go back to ``due`` at the given times (ms): a
+        first attempt is stored as a pending delivery of its own."""
+        self.outstanding -= len(put_back)
+        finished = self.later_done
+        deferred = self.later_due
+        stored = self.later_store
+        fresh = Counter(work.item for work, _ in put_back if work.fresh)
+        for work, due in put_back:
+            if not work.fresh:
+                deferred[work.item] = due
+            elif fresh[work.item] == self.fanned_out.get(work.item):
+                # the whole fan-out comes back untouched: the event item itself is deferred
+                # (nothing was stored for it; it fans out again later)
+                deferred[work.item] = max(due, deferred.get(work.item, 0))
+                self.open_items.pop(work.item, None)
+                self.fanned_out.pop(work.item, None)
+            else:  # stored as a pending delivery of its own, due when the host has room
+                work.delivery.next_attempt_at = utc_iso(due / 1000)
+                stored.setdefault(work.delivery.endpoint_id, []).append(work.delivery)
+                deferred[f"d:{work.delivery.id}"] = due
+                self._settle(work.item, finished)
 
     # -- results -----------------------------------------------------------------------------
-    def _finish(self, done: set[Future[Outcome]]) -> None:
+    def _record(self, done: list[tuple[Work, Outcome]]) -> None:
+        """Write a batch of results in one pipeline: first attempts of fan-out deliveries
+        (and those put back) stored by one script call, retries re-scored, final states closed,
+        and the writes queued meanwhile (``later_*``)."""
         settings = self.settings
         pipe = self.store.redis.pipeline(transaction=False)
         counted: list[tuple[int, Endpoint]] = []
         gone: list[Endpoint] = []
-        for future in done:
-            work = self.in_flight.pop(future)
-            self.host_load[work.host] -= 1
-            self.attempted += 1
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a bug must not lose the delivery: record and retry
-                log.exception("delivery attempt crashed")
-                outcome = Outcome(status=None, error=f"internal error: {exc!r}",
-                                  duration_ms=0.0, retry_after=None, body_excerpt="")
+        new, self.later_store = self.later_store, {}
+        finished, self.later_done = self.later_done, []
+        due_at, self.later_due = self.later_due, {}
+        stamp = utc_iso()
+        for work in self.unsent:
+            delivery, endpoint = work.delivery, work.endpoint
+            loaded = self._events.get(delivery.event_id)
+            reason = ("the webhook was deleted" if endpoint is _GONE else
+                      "the event has expired" if loaded is None else
+                      f"the webhook is inactive: {endpoint.disabled_reason or 'disabled'}")
+            delivery.attempts.append({"at": stamp, "status": None,
+                                      "error": f"Not sent: {reason}.", "duration_ms": 0.0,
+                                      "response": ""})
+            self._store_result(pipe, work, FAILED, new, finished)
+        self.unsent = []
+        self.outstanding -= len(done)
+        self.attempted += len(done)
+        for work, outcome in done:
             delivery, endpoint = work.delivery, work.endpoint
             delivery.attempts.append({
-                "at": utc_iso(), "status": outcome.status, "error": outcome.error,
+                "at": stamp, "status": outcome.status, "error": outcome.error,
                 "duration_ms": round(outcome.duration_ms, 1),
                 "response": outcome.body_excerpt[:256],
             })
@@ -321,23 +634,34 @@ class Pump:
                 if delay is not None:
                     due = now_ms() + int(delay * 1000)
                     delivery.next_attempt_at = utc_iso(due / 1000)
-                    self.store.save_delivery(pipe, delivery)
-                    pipe.zadd(self.store.due_key, {f"d:{delivery.id}": due})
+                    self._store_result(pipe, work, PENDING, new, finished)
+                    due_at[f"d:{delivery.id}"] = due
                     continue
                 verdict = Verdict.GIVE_UP
             if verdict is Verdict.DELIVERED:
-                self._close(pipe, delivery, SUCCEEDED)
+                self._store_result(pipe, work, SUCCEEDED, new, finished)
                 if endpoint.failed_deliveries:
                     endpoint.failed_deliveries = 0
                     self.store.update_endpoint(endpoint, {"failed_deliveries": 0}, pipe=pipe)
             elif verdict is Verdict.GONE:
-                self._close(pipe, delivery, FAILED)
+                self._store_result(pipe, work, FAILED, new, finished)
                 gone.append(endpoint)
             else:
-                self._close(pipe, delivery, FAILED)
+                self._store_result(pipe, work, FAILED, new, finished)
                 if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
                     self.store.count_failure(pipe, endpoint)
                     counted.append((len(pipe), endpoint))
+        # Deliveries are stored before their items change in ``due``: a delivery item never
+        # falls due before its delivery exists, and a crash in between redoes nothing that was
+        # stored (a redone fan-out skips existing deliveries).
+        if new:
+            self.store.record_new(pipe, new, ttl=settings.log_max_age,
+                                  keep=settings.log_max_per_webhook,
+                                  max_age_s=settings.log_max_age)
+        if due_at:
+            self.store.defer(pipe, due_at)
+        if finished:
+            pipe.zrem(self.store.due_key, *finished)
         self.store.refresh_pump(pipe, self.pump_id, settings.lease)
         results = pipe.execute()
         for position, endpoint in counted:
@@ -352,15 +676,21 @@ class Pump:
             elif endpoint.active:
                 self._deactivate(endpoint, f"The receiver answered 410 Gone on {utc_iso()}.")
 
-    def _close(self, pipe: Pipeline, delivery: Delivery, status: str, error: str = "") -> None:
-        """Final state: no more attempts. ``error`` records why nothing was sent."""
+    def _store_result(self, pipe: Pipeline, work: Work, status: str,
+                      new: dict[str, list[Delivery]], finished: list[str]) -> None:
+        """Queue the delivery's new state. A first attempt is stored (by the one script call
+        of ``_record``); a stored delivery is updated unless it left the log."""
+        delivery = work.delivery
         delivery.status = status
-        delivery.next_attempt_at = ""
-        if error:
-            delivery.attempts.append({"at": utc_iso(), "status": None, "error": error,
-                                      "duration_ms": 0.0, "response": ""})
+        if status != PENDING:
+            delivery.next_attempt_at = ""
+        if work.fresh:
+            new.setdefault(delivery.endpoint_id, []).append(delivery)
+            self._settle(work.item, finished)
+            return
         self.store.save_delivery(pipe, delivery)
-        pipe.zrem(self.store.due_key, f"d:{delivery.id}")
+        if status != PENDING:
+            finished.append(work.item)
 
     def _deactivate(self, endpoint: Endpoint, reason: str) -> None:
         endpoint.active = False
@@ -373,20 +703,19 @@ class Pump:
         missing = list({e for e in event_ids if e not in self._events})
         if not missing:
             return
-        if len(self._events) > 50_000:
-            self._events.clear()
         raws = self.store.redis.mget([self.store.event_key(e) for e in missing])
         for event_id, raw in zip(missing, raws, strict=True):
             if raw:
                 body = raw if isinstance(raw, bytes) else str(raw).encode()
                 self._events[event_id] = (json.loads(body), body)
 
-    def _sync_bots(self, chatbot_ids: list[str]) -> None:
-        """Re-read the endpoints of every bot whose version changed since it was cached."""
-        unique = list(dict.fromkeys(chatbot_ids))
-        if not unique:
-            return
-        for chatbot_id, version in zip(unique, self.store.bot_versions(unique), strict=True):
+    def _sync_bots(self, versions: dict[str, int], more: list[str]) -> None:
+        """Re-read the endpoints of every bot whose version changed since it was cached: the
+        versions the claim read, and those of the bots in ``more`` (read now)."""
+        unique = [c for c in dict.fromkeys(more) if c not in versions]
+        if unique:
+            versions.update(zip(unique, self.store.bot_versions(unique), strict=True))
+        for chatbot_id, version in versions.items():
             cached = self._bots.get(chatbot_id)
             if cached is not None and cached[0] == version:
                 continue
@@ -399,14 +728,15 @@ class Pump:
                 self._keys.pop(endpoint.id, None)
             self._bots[chatbot_id] = (version, [e.id for e in endpoints])
 
-    def _endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """A cached endpoint (its bot synced this batch); None when it no longer exists."""
-        return self._endpoints.get(endpoint_id)
-
     def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:
         cached = self._bots.get(chatbot_id)
         ids = cached[1] if cached else []
         return [self._endpoints[i] for i in ids if i in self._endpoints]
+
+
+#: Stands in for the endpoint of a delivery whose webhook was deleted.
+_GONE = Endpoint(id="", kind="", chatbot_id="", chatbot_type="", owner="", name="", url="",
+                 secret="", events=[], active=False)
 
 
 def _host_of(url: str) -> str:
