@@ -183,20 +183,29 @@ def register_default(
 ) -> tuple[Endpoint, bool]:
     """The Karabo route: create the bot's ``default`` webhook, or point it at a new URL.
 
-    Returns the webhook and whether it was created. Two racing first registrations end with one
-    webhook: the loser of the name race updates the winner's URL.
+    Returns the webhook and whether it was created. One Redis step decides and writes, so two
+    racing first registrations end with one webhook (the second updates the first's URL), and
+    the route costs one round trip besides the caller's key and the bot.
     """
-    existing = store.webhook_named(bot.id, DEFAULT_NAME)
-    if existing is None:
-        try:
-            return create_webhook(store, settings, bot, name=DEFAULT_NAME, url=url), True
-        except Conflict:
-            existing = store.webhook_named(bot.id, DEFAULT_NAME)
-            if existing is None:
-                raise
+    check_target_url(settings, url)
+    stamp = utc_iso()
+    candidate = Endpoint(
+        id=new_id("wh"), kind=WEBHOOK, chatbot_id=bot.id, chatbot_type=bot.type,
+        owner=bot.owner, name=DEFAULT_NAME, url=url, secret=new_secret(),
+        events=check_events(bot, None), custom_params={}, active=True,
+        created_at=stamp, updated_at=stamp,
+    )
     # Re-registering is the Karabo client's only way to say "use this URL now": it also
-    # re-activates a webhook that was deactivated (410, repeated failures).
-    return update_webhook(store, settings, bot, existing, {"url": url, "active": True}), False
+    # re-activates a webhook that was deactivated (410, repeated failures), as a PATCH of
+    # ``active: true`` does.
+    changes = {"url": url, "active": True, "failed_deliveries": 0, "disabled_reason": "",
+               "updated_at": stamp}
+    try:
+        return store.register_named(candidate, changes, settings.max_webhooks_per_bot)
+    except TooManyEndpoints:
+        raise Conflict(
+            f"This chatbot already has {settings.max_webhooks_per_bot} webhooks, the maximum."
+        ) from None
 
 
 def subscribe(

@@ -91,7 +91,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/chatbots")
     class Chatbots(MethodView):
-        @blp.arguments(ChatbotQuery, location="query")
+        @blp.arguments(ChatbotQuery(), location="query")
         @blp.response(200, ChatbotOut(many=True))
         def get(self, query: dict[str, Any]) -> list[dict[str, str]]:
             """The caller's chatbots that can send ``event`` (all eligible ones without it)."""
@@ -103,7 +103,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/hooks")
     class Hooks(MethodView):
-        @blp.arguments(SubscribeIn)
+        @blp.arguments(SubscribeIn())
         @blp.response(201, SubscriptionOut)
         @blp.alt_response(200, schema=SubscriptionOut,
                           description="Already subscribed: the same subscription.")
@@ -131,7 +131,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/samples/<string:event>")
     class Samples(MethodView):
-        @blp.arguments(SampleQuery, location="query")
+        @blp.arguments(SampleQuery(), location="query")
         @blp.doc(responses={"200": {
             "description": "Events in the delivered payload shape, newest first.",
             "content": {"application/json": {"schema": {

@@ -22,7 +22,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route(BASE)
     class Deliveries(MethodView):
-        @blp.arguments(DeliveryQuery, location="query")
+        @blp.arguments(DeliveryQuery(), location="query")
         @blp.response(200, DeliveryPage)
         def get(self, query: dict[str, Any], chatbot_id: str, webhook_id: str
                 ) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/chatbots/<string:chatbot_id>/events")
     class Events(MethodView):
-        @blp.arguments(EventIn)
+        @blp.arguments(EventIn())
         @blp.response(202, EventAccepted)
         @blp.doc(security=[{"bearerAuth": []}])
         def post(self, body: dict[str, Any], chatbot_id: str) -> dict[str, Any]:

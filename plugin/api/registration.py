@@ -42,7 +42,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/chatbot-webhook/<string:unique_id>/", strict_slashes=False)
     class ChatbotWebhook(MethodView):
-        @blp.arguments(UrlIn)
+        @blp.arguments(UrlIn())
         @blp.alt_response(201, schema=KaraboAdded, description="The webhook was created.")
         @blp.alt_response(200, schema=KaraboUpdated, description="The URL was updated.")
         def post(self, body: dict[str, Any], unique_id: str) -> ResponseReturnValue:

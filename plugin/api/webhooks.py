@@ -33,7 +33,7 @@ def make_blueprint() -> Blueprint:
             state, bot = eligible_bot(chatbot_id)
             return {"data": [present_webhook(w) for w in state.store.webhooks_of(bot.id)]}
 
-        @blp.arguments(WebhookCreate)
+        @blp.arguments(WebhookCreate())
         @blp.response(201, WebhookWithSecret)
         def post(self, body: dict[str, Any], chatbot_id: str) -> dict[str, Any]:
             """Create a webhook. The response is the only time its secret is shown."""
@@ -49,7 +49,7 @@ def make_blueprint() -> Blueprint:
             state, bot = eligible_bot(chatbot_id)
             return present_webhook(endpoints.get_webhook(state.store, bot, webhook_id))
 
-        @blp.arguments(WebhookUpdate)
+        @blp.arguments(WebhookUpdate())
         @blp.response(200, WebhookOut)
         def patch(self, body: dict[str, Any], chatbot_id: str, webhook_id: str
                   ) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/rotate-secret")
     class RotateSecret(MethodView):
-        @blp.arguments(SecretIn, required=False)
+        @blp.arguments(SecretIn(), required=False)
         @blp.response(200, WebhookWithSecret)
         def post(self, body: dict[str, Any], chatbot_id: str, webhook_id: str
                  ) -> dict[str, Any]:
