@@ -89,11 +89,16 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
                        None))
     if "api" in results:
         api = results["api"]
-        ratio = api["registration"] / api["bare"]
-        out.append(Row("(6) API: POST chatbot-webhook/<id>/ (authenticated)",
-                       f"{api['registration']:,.0f} req/s",
-                       f"{ratio:.0%} of bare route {api['bare']:,.0f} req/s",
-                       ">= 50 % of bare", ratio >= 0.5))
+        for mode, label, target in (
+                ("platform", "(6) API: POST chatbot-webhook/<id>/ in a platform's app",
+                 ">= 50 % of bare"),
+                ("host", "(6) same, runnable host (API key and bot read from Redis)",
+                 "(info)")):
+            reg, bare = api[f"{mode}_registration"], api[f"{mode}_bare"]
+            ratio = reg / bare
+            out.append(Row(label, f"{reg:,.0f} req/s",
+                           f"{ratio:.0%} of bare route {bare:,.0f} req/s", target,
+                           ratio >= 0.5 if mode == "platform" else None))
     out.extend(_memory_rows(results))
     return out
 
@@ -183,9 +188,12 @@ The CPU use of each part is listed below, in cores busy on average while measuri
 - (5) `emit` in a loop in one process, no worker running, once through a platform's own
   (in-memory) chatbot lookup - the plugin's cost - and once through the runnable host's
   built-in Redis directory (one more round trip per emit, in `plugin/host.py`).
-- (6) The runnable host app plus a bare `POST /bench/bare` (parse JSON, answer JSON) in one
-  waitress server (4 threads, `bench/apiserver.py`); `bench/loadgen.js` (Node) keeps 4
-  connections busy for 5 s per route, twice each; every registration changes the URL.
+- (6) A bare `POST /bench/bare` (parse JSON, answer JSON) next to the registration route in
+  one app and one waitress server (4 threads, `bench/apiserver.py`); `bench/loadgen.js`
+  (Node) keeps 4 connections busy for 5 s per route, twice each, alternating; every
+  registration changes the URL. Twice over: the plugin loaded into a platform's app that
+  knows its signed-in owner and its bots without a Redis read (the route's own cost: one
+  Redis step), and the runnable host, whose API key and bot are two more Redis reads.
 - (7) `used_memory` differences: 1,000 webhooks created (bots made before); the fan-out run's
   deliveries (200 per webhook, so no log trimming); the stored events of the 20,000 run.
 

@@ -378,32 +378,50 @@ def emit_cost(bench: Bench, count: int = 5000) -> dict[str, float]:
 
 def api(bench: Bench, seconds: float = 5.0, connections: int = 4, threads: int = 4
         ) -> dict[str, float]:
-    """The registration route vs a bare Flask JSON route: same app, same waitress server, the
-    same Node load generator (``connections`` kept-alive connections, one request each)."""
+    """The registration route vs a bare Flask JSON route on the same app and waitress server,
+    driven by the same Node load generator (``connections`` kept-alive connections, one
+    request each), in both modes of ``bench/apiserver.py``: the plugin in a platform that
+    knows its owner and bots (the route's own cost) and the runnable host (API key and bot
+    read from Redis as well)."""
+    from .apiserver import PLATFORM_BOT, PLATFORM_TOKEN
+
     settings = bench.settings()
     state = get_state(bench.app(settings))
     bot = add_bot(state, "bot-api")
     key = state.api_keys.create(OWNER)
+    body = json.dumps({"url": "http://127.0.0.1:9/r/{n}"})
+    out: dict[str, float] = {}
+    for mode, bot_id, auth in (("platform", PLATFORM_BOT.id, f"Bearer {PLATFORM_TOKEN}"),
+                               ("host", bot.id, f"Bearer {key}")):
+        rates = _api_server(bench, settings, mode, {
+            "bare": ("/bench/bare", ""),
+            "registration": (f"/api/v1.0/chatbot-webhook/{bot_id}/", auth),
+        }, body, seconds, connections, threads)
+        for name, value in rates.items():
+            out[f"{mode}_{name}"] = value
+    return out
+
+
+def _api_server(bench: Bench, settings: dict[str, str], mode: str,
+                runs: dict[str, tuple[str, str]], body: str, seconds: float, connections: int,
+                threads: int) -> dict[str, float]:
+    """Start ``bench.apiserver`` in ``mode`` and load each path twice (alternating); the median
+    requests/s of each."""
     port = free_port()
     env = {**os.environ, "REDIS_URL": bench.redis.url, "PYTHONPATH": str(ROOT), **settings}
-    server = subprocess.Popen([sys.executable, "-m", "bench.apiserver", str(port), str(threads)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    server = subprocess.Popen([sys.executable, "-m", "bench.apiserver", str(port), str(threads),
+                               mode], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     node = shutil.which("node") or "node"
-    body = json.dumps({"url": "http://127.0.0.1:9/r/{n}"})
-    runs = {
-        "bare": (f"http://127.0.0.1:{port}/bench/bare", ""),
-        "registration": (f"http://127.0.0.1:{port}/api/v1.0/chatbot-webhook/{bot.id}/",
-                         f"Bearer {key}"),
-    }
     out: dict[str, list[float]] = {name: [] for name in runs}
     try:
         _wait_port(port)
         for _ in range(2):
-            for name, (url, auth) in runs.items():
+            for name, (path, auth) in runs.items():
                 meter = bench.meter(api=lambda: cpu_seconds(server.pid))
                 meter.start()
-                done = subprocess.run([node, str(BENCH / "loadgen.js"), url, str(seconds),
+                done = subprocess.run([node, str(BENCH / "loadgen.js"),
+                                       f"http://127.0.0.1:{port}{path}", str(seconds),
                                        str(connections), auth, body],
                                       capture_output=True, text=True, timeout=120, check=True)
                 meter.stop()
@@ -411,9 +429,10 @@ def api(bench: Bench, seconds: float = 5.0, connections: int = 4, threads: int =
                 good = sum(n for status, n in report["statuses"].items()
                            if status.startswith("2"))
                 if good != report["requests"]:
-                    raise RuntimeError(f"{name}: unexpected statuses {report['statuses']}")
+                    raise RuntimeError(f"{mode} {name}: unexpected statuses "
+                                       f"{report['statuses']}")
                 out[name].append(report["requests"] / report["seconds"])
-                bench.note(f"api_{name}", meter)
+                bench.note(f"api_{mode}_{name}", meter)
     finally:
         server.terminate()
         server.wait(10)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import events as catalogue
 from .config import Settings
@@ -178,34 +178,42 @@ def _reread(store: Store, bot: Chatbot, endpoint: Endpoint) -> Endpoint:
     return current
 
 
-def register_default(
-    store: Store, settings: Settings, bot: Chatbot, url: str
-) -> tuple[Endpoint, bool]:
+class Registration(NamedTuple):
+    """What the Karabo route answers with."""
+
+    webhook_id: str
+    url: str
+    #: The new webhook's signing secret; empty when an existing webhook was updated.
+    secret: str
+
+    @property
+    def created(self) -> bool:
+        return bool(self.secret)
+
+
+def register_default(store: Store, settings: Settings, bot: Chatbot, url: str) -> Registration:
     """The Karabo route: create the bot's ``default`` webhook, or point it at a new URL.
 
-    Returns the webhook and whether it was created. One Redis step decides and writes, so two
-    racing first registrations end with one webhook (the second updates the first's URL), and
-    the route costs one round trip besides the caller's key and the bot.
+    Updating is the common case and one Redis step (no read first); only when the bot has no
+    such webhook is one created. Two racing first registrations end with one webhook: the
+    loser of the name race updates the winner's URL.
     """
     check_target_url(settings, url)
-    stamp = utc_iso()
-    candidate = Endpoint(
-        id=new_id("wh"), kind=WEBHOOK, chatbot_id=bot.id, chatbot_type=bot.type,
-        owner=bot.owner, name=DEFAULT_NAME, url=url, secret=new_secret(),
-        events=check_events(bot, None), custom_params={}, active=True,
-        created_at=stamp, updated_at=stamp,
-    )
     # Re-registering is the Karabo client's only way to say "use this URL now": it also
     # re-activates a webhook that was deactivated (410, repeated failures), as a PATCH of
     # ``active: true`` does.
     changes = {"url": url, "active": True, "failed_deliveries": 0, "disabled_reason": "",
-               "updated_at": stamp}
-    try:
-        return store.register_named(candidate, changes, settings.max_webhooks_per_bot)
-    except TooManyEndpoints:
-        raise Conflict(
-            f"This chatbot already has {settings.max_webhooks_per_bot} webhooks, the maximum."
-        ) from None
+               "updated_at": utc_iso()}
+    webhook_id = store.update_named(bot.id, DEFAULT_NAME, changes)
+    if webhook_id is None:
+        try:
+            created = create_webhook(store, settings, bot, name=DEFAULT_NAME, url=url)
+            return Registration(created.id, created.url, created.secret)
+        except Conflict:
+            webhook_id = store.update_named(bot.id, DEFAULT_NAME, changes)
+            if webhook_id is None:
+                raise
+    return Registration(webhook_id, url, "")
 
 
 def subscribe(

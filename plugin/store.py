@@ -270,32 +270,21 @@ redis.call('INCR', KEYS[3])
 return 'ok'
 """
 
-# KEYS: bot names hash, bot eps set, bot version, new ep hash. ARGV: name, ep key prefix, max
-# per bot, number of update values, the update field/value pairs, then the new endpoint's
-# pairs. The Karabo route in one step: if the bot has a webhook of this name, write the update
-# fields and return its hash; else store the new endpoint (unless the bot is full). A name that
-# points to a vanished hash is taken over.
-_REGISTER_NAMED = """
+# KEYS: bot names hash, bot eps set, bot version. ARGV: name, ep key prefix, then field/value
+# pairs. Writes the fields of the bot's webhook of this name and returns its id; false if it
+# has none. A name left pointing to a vanished hash is cleared, so the name can be used again.
+_UPDATE_NAMED = """
 local id = redis.call('HGET', KEYS[1], ARGV[1])
-local count = tonumber(ARGV[4])
-if id then
-  local key = ARGV[2] .. id
-  if redis.call('EXISTS', key) == 1 then
-    if count > 0 then redis.call('HSET', key, unpack(ARGV, 5, 4 + count)) end
-    redis.call('INCR', KEYS[3])
-    return {'updated', redis.call('HGETALL', key)}
-  end
+if not id then return false end
+local key = ARGV[2] .. id
+if redis.call('EXISTS', key) == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('SREM', KEYS[2], id)
+  return false
 end
-if tonumber(ARGV[3]) > 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-  return {'full'}
-end
-redis.call('HSET', KEYS[4], unpack(ARGV, 5 + count))
-redis.call('SADD', KEYS[2], redis.call('HGET', KEYS[4], 'id'))
-redis.call('HSET', KEYS[1], ARGV[1], redis.call('HGET', KEYS[4], 'id'))
+redis.call('HSET', key, unpack(ARGV, 3))
 redis.call('INCR', KEYS[3])
-return {'created'}
+return id
 """
 
 # KEYS: ep hash, bot version. One more delivery failed every retry; -1 if the endpoint is gone.
@@ -497,7 +486,7 @@ class Store:
         self.prefix = prefix
         self._create_webhook = redis.register_script(_CREATE_WEBHOOK)
         self._update_endpoint = redis.register_script(_UPDATE_ENDPOINT)
-        self._register_named = redis.register_script(_REGISTER_NAMED)
+        self._update_named = redis.register_script(_UPDATE_NAMED)
         self._count_failure = redis.register_script(_COUNT_FAILURE)
         self._delete_endpoint = redis.register_script(_DELETE_ENDPOINT)
         self._create_subscription = redis.register_script(_CREATE_SUBSCRIPTION)
@@ -557,28 +546,16 @@ class Store:
         if result == "full":
             raise TooManyEndpoints(max_per_bot)
 
-    def register_named(
-        self, endpoint: Endpoint, changes: dict[str, Any], max_per_bot: int
-    ) -> tuple[Endpoint, bool]:
-        """Apply ``changes`` to the bot's webhook named like ``endpoint``, or store
-        ``endpoint`` if the bot has none of that name: one round trip for the Karabo route.
-        Returns the stored webhook and whether it was created; raises
-        :class:`TooManyEndpoints`."""
-        update = [item for kv in changes.items() for item in (kv[0], _field(kv[1]))]
-        pairs = [item for kv in endpoint.to_hash().items() for item in kv]
-        result = self._register_named(
-            keys=[self.bot_names_key(endpoint.chatbot_id), self.bot_eps_key(endpoint.chatbot_id),
-                  self.bot_version_key(endpoint.chatbot_id), self.ep_key(endpoint.id)],
-            args=[endpoint.name, self.ep_key(""), max_per_bot, len(update), *update, *pairs],
+    def update_named(self, chatbot_id: str, name: str, fields: dict[str, Any]) -> str | None:
+        """Write ``fields`` of the bot's webhook called ``name`` in one step; its id, or None
+        if the bot has no webhook of that name."""
+        pairs = [item for kv in fields.items() for item in (kv[0], _field(kv[1]))]
+        found = self._update_named(
+            keys=[self.bot_names_key(chatbot_id), self.bot_eps_key(chatbot_id),
+                  self.bot_version_key(chatbot_id)],
+            args=[name, self.ep_key(""), *pairs],
         )
-        outcome = _text(result[0])
-        if outcome == "full":
-            raise TooManyEndpoints(max_per_bot)
-        if outcome == "created":
-            return endpoint, True
-        flat = result[1]
-        raw = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return Endpoint.from_hash(raw), False
+        return _text(found) if found else None
 
     def update_endpoint(
         self,

@@ -64,6 +64,27 @@ def test_first_registration_is_201_added_then_200_updated(client: FlaskClient, a
     assert shown["events"] == ["quote.created"]
 
 
+def test_re_registration_reactivates_and_a_vanished_webhook_is_recreated(
+        client: FlaskClient, alice: Owner, redis: Redis) -> None:
+    bot = alice.bots["quote"]
+    first = client.post(KARABO.format(bot), json={"url": URL}, headers=alice.headers).get_json()
+    hook = HOOKS.format(bot) + "/" + first["webhook_id"]
+    client.patch(hook, json={"active": False}, headers=alice.headers)
+    again = client.post(KARABO.format(bot), json={"url": URL + "/2"}, headers=alice.headers)
+    assert again.status_code == 200
+    shown = client.get(hook, headers=alice.headers).get_json()
+    assert (shown["active"], shown["url"]) == (True, URL + "/2")
+    # the webhook's hash vanished (say, an operator deleted the key): the name must not stay
+    # taken by a ghost, so the next registration creates a new webhook
+    ep_keys = [k for k in redis.scan_iter(match="*ep:" + first["webhook_id"])]
+    assert len(ep_keys) == 1
+    redis.delete(ep_keys[0])
+    recreated = client.post(KARABO.format(bot), json={"url": URL + "/3"}, headers=alice.headers)
+    assert recreated.status_code == 201, recreated.get_data(as_text=True)
+    listed = client.get(HOOKS.format(bot), headers=alice.headers).get_json()
+    assert [w["id"] for w in listed["data"]] == [recreated.get_json()["webhook_id"]]
+
+
 def test_exact_response_bytes_of_the_messages(client: FlaskClient, alice: Owner) -> None:
     created = client.post(KARABO.format(alice.bots["data"]), json={"url": URL},
                           headers=alice.headers)

@@ -48,13 +48,12 @@ def make_blueprint() -> Blueprint:
         def post(self, body: dict[str, Any], unique_id: str) -> ResponseReturnValue:
             """Register (or change) the chatbot's webhook URL."""
             state, bot = eligible_bot(unique_id)
-            webhook, created = endpoints.register_default(
-                state.store, state.settings, bot, body["url"])
-            if created:
-                return jsonify({"message": ADDED, "webhook_id": webhook.id,
-                                "url": webhook.url, "secret": webhook.secret}), 201
-            return jsonify({"chatbot_id": UPDATED, "webhook_id": webhook.id,
-                            "url": webhook.url}), 200
+            done = endpoints.register_default(state.store, state.settings, bot, body["url"])
+            if done.created:
+                return jsonify({"message": ADDED, "webhook_id": done.webhook_id,
+                                "url": done.url, "secret": done.secret}), 201
+            return jsonify({"chatbot_id": UPDATED, "webhook_id": done.webhook_id,
+                            "url": done.url}), 200
 
         @blp.response(200, KaraboShown)
         def get(self, unique_id: str) -> dict[str, Any]:
