@@ -66,6 +66,8 @@ def main() -> None:
         for number in range(args.rounds):
             print(f"-- round {number + 1} of {args.rounds}")
             run("ceiling", lambda: scenarios.ceiling(bench), rounds=True)
+            run("ceiling_sender", lambda: scenarios.ceiling(bench, client="sender"),
+                rounds=True)
             run("throughput", lambda: scenarios.drain(bench, "throughput", 1, 1, 20_000),
                 rounds=True)
             run("hanging", lambda: scenarios.hanging(bench), rounds=True)

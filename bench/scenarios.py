@@ -204,13 +204,14 @@ def wait_recorded(state: WebhooksState, timeout: float) -> float:
 
 # -- (1) ----------------------------------------------------------------------------------------
 
-def ceiling(bench: Bench, seconds: float = 5.0) -> float:
-    """POST/s of one requests.Session loop per core against the same receiver."""
+def ceiling(bench: Bench, seconds: float = 5.0, client: str = "requests") -> float:
+    """POST/s of one client loop per core against the same receiver (``requests``: the
+    reference; ``sender``: the plugin's own delivery client)."""
     bench.receiver.reset()
     start_at = time.time() + 1.5
     procs = [subprocess.Popen(
         [sys.executable, "-m", "bench.ceiling", bench.receiver.url("/ceiling"), str(start_at),
-         str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+         str(seconds), client], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         for _ in range(bench.cores)]
     meter = bench.meter(loops=lambda: sum(cpu_seconds(p.pid) for p in procs))
     time.sleep(max(0.0, start_at - time.time()))
@@ -218,7 +219,7 @@ def ceiling(bench: Bench, seconds: float = 5.0) -> float:
     time.sleep(seconds)
     meter.stop()
     counts = [int((p.communicate(timeout=60)[0] or "0").strip()) for p in procs]
-    bench.note("ceiling", meter)
+    bench.note("ceiling" if client == "requests" else f"ceiling_{client}", meter)
     return sum(counts) / seconds
 
 
