@@ -199,8 +199,10 @@ class Sender:
                 else:
                     attempt.watchdog.attach(attempt, connection.sock)
                 connection.sock.sendall(self._head(target, headers, given, len(body)) + body)
-                response = http.client.HTTPResponse(connection.sock, method="POST")
+                response = _Response(connection.sock, method="POST")
                 response.begin()
+                if response.status < 200:  # 101: we asked for no other protocol
+                    raise _Interim(f"{response.status} {response.reason} without an answer")
                 break
             except (OSError, http.client.HTTPException, UrlRefused, ValueError) as exc:
                 connection.close()
@@ -320,6 +322,28 @@ class Sender:
             else:
                 self._tls = ssl.create_default_context(cafile=bundle)
         return self._tls
+
+
+class _Response(http.client.HTTPResponse):
+    """An answer that starts after any informational (1xx) responses before it.
+
+    ``http.client`` skips a ``100 Continue`` but takes any other 1xx (``103 Early Hints``)
+    for the answer itself, leaving the real answer unread on the connection, to be taken for
+    the answer to the next delivery sent on it. Here every informational status line reads as
+    ``100``, so ``begin`` skips its header block and reads on to the final answer. A ``101
+    Switching Protocols`` is no informational answer: it ends the HTTP exchange, and ``_send``
+    refuses it.
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 < status < 200 and status != 101:
+            return version, 100, reason
+        return version, status, reason
+
+
+class _Interim(http.client.HTTPException):
+    """The receiver answered with an informational status and no final answer."""
 
 
 class _Connection:
@@ -525,6 +549,8 @@ def _describe(exc: BaseException, attempt: _Attempt) -> str:
         if isinstance(link, http.client.RemoteDisconnected | http.client.IncompleteRead
                       | BrokenPipeError):
             return "connection closed by receiver"
+        if isinstance(link, _Interim):
+            return f"invalid response: {link}"
         if isinstance(link, http.client.InvalidURL | ValueError):
             return f"invalid request: {link}"
         if isinstance(link, http.client.HTTPException):

@@ -12,6 +12,7 @@ import email.utils
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -539,3 +540,129 @@ def test_close_stops_the_watchdog(target: Target) -> None:
     sender.close()
     after = [thread for thread in threading.enumerate() if thread.name == "webhook-watchdog"]
     assert "webhook-watchdog" in before or after == []
+
+
+# -- a bare TCP receiver for answers http.server cannot give -----------------------------------
+
+#: What a RawTarget does with a request: the bytes to answer (the connection stays open), or
+#: RESET_AFTER + bytes (answer, then reset the connection once the test allows it), or None
+#: (close without answering).
+Answer = Callable[[int, int], bytes | None]
+RESET_AFTER = b"<reset>"
+
+
+class RawTarget:
+    """Reads HTTP/1.1 requests off each connection and writes back exactly the bytes that
+    ``answer(connection number, request number on it)`` returns."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[tuple[int, int]] = []
+        #: Set by the test to let a RESET_AFTER connection be reset; set by the server then.
+        self.may_reset = threading.Event()
+        self.was_reset = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.close()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _accept(self) -> None:
+        number = 0
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn, number), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+            number += 1
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        buffer = b""
+        with conn:
+            conn.settimeout(5)
+            for index in range(100):
+                try:
+                    while b"\r\n\r\n" not in buffer:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(buffer) < length:
+                        buffer += conn.recv(65536)
+                    buffer = buffer[length:]
+                    self.requests.append((number, index))
+                    reply = self.answer(number, index)
+                    if reply is None:
+                        return
+                    if reply.startswith(RESET_AFTER):
+                        conn.sendall(reply.removeprefix(RESET_AFTER))
+                        self.may_reset.wait(10)
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                        conn.close()  # linger 0: a reset, not a FIN
+                        self.was_reset.set()
+                        return
+                    conn.sendall(reply)
+                except OSError:
+                    return
+
+
+@pytest.fixture
+def raw_target() -> Iterator[Callable[[Answer], RawTarget]]:
+    made: list[RawTarget] = []
+
+    def make(answer: Answer) -> RawTarget:
+        made.append(RawTarget(answer))
+        return made[-1]
+
+    yield make
+    for target in made:
+        target.close()
+
+
+def _http(status: str, body: bytes) -> bytes:
+    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def test_an_informational_answer_is_skipped_for_the_final_one(
+    raw_target: Callable[[Answer], RawTarget], make_sender: Callable[..., Sender]
+) -> None:
+    """103 Early Hints precedes the answer on the same stream; read as the answer, it would
+    leave the real one to be taken for the answer to the next delivery."""
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    target = raw_target(lambda conn, index: hints + _http("200 OK", b"first") if index == 0
+                        else _http("201 Created", b"second"))
+    sender = make_sender()
+    first, second = post(sender, target.url()), post(sender, target.url())
+    assert (first.status, first.error, first.body_excerpt) == (200, None, "first")
+    assert (second.status, second.error, second.body_excerpt) == (201, None, "second")
+    assert target.requests == [(0, 0), (0, 1)]
+
+
+def test_a_switch_of_protocols_is_an_invalid_answer(
+    raw_target: Callable[[Answer], RawTarget], make_sender: Callable[..., Sender]
+) -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    target = raw_target(lambda conn, index: switch if conn == 0 else _http("200 OK", b"ok"))
+    sender = make_sender()
+    outcome = post(sender, target.url())
+    assert outcome.status is None and (outcome.error or "").startswith("invalid response")
+    assert post(sender, target.url()).ok  # on a new connection
+    assert target.requests == [(0, 0), (1, 0)]
