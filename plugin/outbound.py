@@ -51,8 +51,12 @@ _ADDRESS_CACHE_SIZE = 1024
 _TARGET_CACHE_SIZE = 10_000
 _POOL_SIZE = 64
 #: A kept-alive connection idle longer than this is checked for a close by the receiver
-#: before it is used; one used more recently is just used (and the POST sent once more on a
-#: fresh connection if the receiver had closed it after all).
+#: before it is used; one used more recently is just used. If that one turns out to be closed
+#: when the request cannot be sent on it, the POST is sent once more on a fresh connection. A
+#: failure after the request went out is the attempt's result, retried on schedule: the
+#: receiver may have acted on the request before it hung up (urllib3 and browsers resend in
+#: that case too when no byte of an answer came; we do not, as the log would then hide a POST
+#: the receiver may have processed).
 _IDLE_CHECK = 1.0
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -190,6 +194,7 @@ class Sender:
         given = {name.lower() for name in headers} if headers else set()
         while True:
             reused = connection.sock is not None
+            sent = False
             try:
                 if connection.sock is None or (started - connection.used > _IDLE_CHECK
                                                and _dropped(connection.sock)):
@@ -199,6 +204,7 @@ class Sender:
                 else:
                     attempt.watchdog.attach(attempt, connection.sock)
                 connection.sock.sendall(self._head(target, headers, given, len(body)) + body)
+                sent = True
                 response = _Response(connection.sock, method="POST")
                 response.begin()
                 if response.status < 200:  # 101: we asked for no other protocol
@@ -206,8 +212,10 @@ class Sender:
                 break
             except (OSError, http.client.HTTPException, UrlRefused, ValueError) as exc:
                 connection.close()
-                if reused and not attempt.expired and isinstance(exc, _STALE):
-                    continue  # the receiver had closed the kept-alive connection: once more
+                if reused and not sent and not attempt.expired and isinstance(exc, _STALE):
+                    # the receiver had closed the kept-alive connection before the request
+                    # could go out (it cannot have acted on it): once more, on a new one
+                    continue
                 return _failed(started, _describe(exc, attempt))
         if attempt.expired:
             # Cut while reading the header block: http.client takes the EOF for its end, so the

@@ -666,3 +666,32 @@ def test_a_switch_of_protocols_is_an_invalid_answer(
     assert outcome.status is None and (outcome.error or "").startswith("invalid response")
     assert post(sender, target.url()).ok  # on a new connection
     assert target.requests == [(0, 0), (1, 0)]
+
+
+def test_a_post_is_not_resent_once_it_went_out(
+    raw_target: Callable[[Answer], RawTarget], make_sender: Callable[..., Sender]
+) -> None:
+    """The receiver read the whole request on a kept-alive connection and hung up without an
+    answer: it may have acted on it, so the attempt fails (to be retried on schedule) instead
+    of posting it again at once."""
+    target = raw_target(lambda conn, index: None if (conn, index) == (0, 1)
+                        else _http("200 OK", b"ok"))
+    sender = make_sender()
+    assert post(sender, target.url()).ok
+    outcome = post(sender, target.url())
+    assert outcome.status is None
+    assert outcome.error in ("connection closed by receiver", "connection reset")
+    assert target.requests == [(0, 0), (0, 1)]
+
+
+def test_a_post_that_could_not_be_sent_on_a_dropped_connection_is_sent_once_more(
+    raw_target: Callable[[Answer], RawTarget], make_sender: Callable[..., Sender]
+) -> None:
+    target = raw_target(lambda conn, index: RESET_AFTER + _http("200 OK", b"ok"))
+    sender = make_sender()
+    assert post(sender, target.url()).ok
+    target.may_reset.set()
+    assert target.was_reset.wait(5)
+    time.sleep(0.05)  # the reset is in; the connection was idle too briefly to be checked
+    assert post(sender, target.url()).ok
+    assert target.requests == [(0, 0), (1, 0)]
