@@ -154,6 +154,10 @@ class Sender:
             return self._send(target, body, headers, attempt, started)
         finally:
             self._watchdog.end(attempt)
+            if attempt.expired:
+                # Cut by the watchdog, maybe only after the whole answer was read (the outcome
+                # stands): the socket is shut down and must not serve the next delivery.
+                self._connection(target).close()
 
     def close(self) -> None:
         """Close every thread's connections and stop the watchdog."""

@@ -16,7 +16,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +25,14 @@ from typing import Any
 
 import pytest
 
-from plugin.outbound import DEFAULT_USER_AGENT, OutboundSettings, Outcome, Sender
+from plugin.outbound import (
+    DEFAULT_USER_AGENT,
+    OutboundSettings,
+    Outcome,
+    Sender,
+    _Attempt,
+    _Target,
+)
 
 HUGE_BYTES = 10 * 1024 * 1024
 
@@ -695,3 +702,25 @@ def test_a_post_that_could_not_be_sent_on_a_dropped_connection_is_sent_once_more
     time.sleep(0.05)  # the reset is in; the connection was idle too briefly to be checked
     assert post(sender, target.url()).ok
     assert target.requests == [(0, 0), (1, 0)]
+
+
+def test_a_connection_cut_after_its_answer_was_read_is_not_kept(
+    target: Target
+) -> None:
+    """The watchdog may cut the socket between the end of the answer and the end of the
+    attempt; that socket is shut down and must not go back to the pool."""
+
+    class SlowToFinish(Sender):
+        def _send(self, target: _Target, body: bytes, headers: Mapping[str, str],
+                  attempt: _Attempt, started: float) -> Outcome:
+            outcome = super()._send(target, body, headers, attempt, started)
+            while not attempt.expired:  # the watchdog cuts now, the answer already read
+                time.sleep(0.005)
+            return outcome
+
+    sender = SlowToFinish(OutboundSettings(allow_private=True, timeout=1.0))
+    try:
+        assert post(sender, target.url("/hook")).ok
+        assert [c.sock for c in sender._local.pool.values()] == [None]
+    finally:
+        sender.close()
