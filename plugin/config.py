@@ -131,6 +131,20 @@ class Settings:
     pump_max_seconds: float
     user_agent: str
 
+    @property
+    def start_within(self) -> float:
+        """Seconds after its claim within which a delivery attempt must start, so that it is
+        recorded before the claim's lease ends (another worker would then post it again).
+
+        An attempt can outlast ``timeout``: the connect timeout runs apart from it (the
+        attempt's watchdog takes over the socket once connected), DNS lookups are not bounded
+        by it, and the watchdog's tick, the trip of the result to the job and the recording
+        round trip come after it; ``ATTEMPT_SLACK`` covers those and some clock skew between
+        workers.
+        """
+        return (self.lease - self.timeout - min(self.connect_timeout, self.timeout)
+                - ATTEMPT_SLACK)
+
     def to_job_dict(self) -> dict[str, Any]:
         """Plain-value form used as an RQ job argument. Jobs are stored in Redis (failed ones for
         days), so nothing secret goes in: no platform key, no Redis URL (which may hold a
@@ -148,6 +162,12 @@ class Settings:
 
 
 _NOT_IN_JOBS = ("platform_key", "redis_url")
+
+#: Seconds an attempt may take beyond its timeout and connect timeout until it is recorded
+#: (see :attr:`Settings.start_within`).
+ATTEMPT_SLACK = 1.0
+#: The least time a claimed delivery may wait for a thread (``start_within``), in seconds.
+MIN_START_WITHIN = 1.0
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -187,6 +207,12 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
             raise ValueError(f"WEBHOOKS_{name.upper()} must be at least 1")
     if settings.timeout <= 0 or settings.connect_timeout <= 0:
         raise ValueError("WEBHOOKS_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be > 0")
-    if settings.lease <= settings.timeout:
-        raise ValueError("WEBHOOKS_LEASE must be longer than WEBHOOKS_TIMEOUT")
+    if settings.start_within < MIN_START_WITHIN:
+        least = (settings.timeout + min(settings.connect_timeout, settings.timeout)
+                 + ATTEMPT_SLACK + MIN_START_WITHIN)
+        raise ValueError(
+            f"WEBHOOKS_LEASE must be at least WEBHOOKS_TIMEOUT + WEBHOOKS_CONNECT_TIMEOUT + "
+            f"{ATTEMPT_SLACK + MIN_START_WITHIN:g} seconds ({least:g} here): an attempt may "
+            "outlast its timeout by its connect timeout and a little more, and must be "
+            "recorded before its lease ends")
     return settings

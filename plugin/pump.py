@@ -249,15 +249,14 @@ class Engine:
     def _deliver(self) -> None:
         """A delivery thread: sign and POST the next delivery until the engine closes."""
         dispatcher, results, sender = self.dispatcher, self.results, self.sender
-        queue, settings = dispatcher.queue, self.settings
-        late = settings.lease - settings.timeout
+        queue, late = dispatcher.queue, self.settings.start_within
         while True:
             work = queue.get()
             if work is None:
                 return
             if time.monotonic() - work.claimed > late:
-                # waited for a thread so long that its lease could end during the attempt:
-                # the job puts it back instead
+                # waited for a thread so long that its lease could end before the attempt is
+                # recorded (see Settings.start_within): the job puts it back instead
                 dispatcher.finished(work, None)
                 results.put((work, None))
                 continue
@@ -566,7 +565,7 @@ class Pump:
     def _put_back_overdue(self, now: float) -> None:
         """Deliveries that would wait too long for a saturated host go back to ``due``, due
         when the host should have room again; so do any held close to their lease's end."""
-        hold = min(HOLD_SECONDS, (self.settings.lease - self.settings.timeout) / 2)
+        hold = min(HOLD_SECONDS, self.settings.start_within / 2)
         put_back = self.dispatcher.overdue(now, hold)
         if put_back:
             self._put_back(put_back)

@@ -33,7 +33,7 @@ FAST = {
     "WEBHOOKS_RETRY_DELAYS": "0.3,0.3,0.3",
     "WEBHOOKS_TIMEOUT": 2.0,
     "WEBHOOKS_CONNECT_TIMEOUT": 1.0,
-    "WEBHOOKS_LEASE": 4,
+    "WEBHOOKS_LEASE": 5,  # the least these timeouts allow (timeout + connect timeout + 2)
     "WEBHOOKS_PUMP_LINGER": 0.5,
 }
 

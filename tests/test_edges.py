@@ -254,6 +254,7 @@ def test_karabo_reregistration_reactivates_a_deactivated_webhook(
 @pytest.mark.parametrize("key,value", [
     ("WEBHOOKS_CONCURRENCY", 0), ("WEBHOOKS_BATCH_SIZE", 0), ("WEBHOOKS_LOG_MAX_PER_WEBHOOK", 0),
     ("WEBHOOKS_TIMEOUT", 0), ("WEBHOOKS_LEASE", 5), ("WEBHOOKS_RETRY_DELAYS", "1,-1"),
+    ("WEBHOOKS_LEASE", 14),  # an attempt of 10 s + 3 s connect + slack could outlive it
     ("WEBHOOKS_ALLOW_PRIVATE_URLS", "maybe"), ("WEBHOOKS_MAX_BODY_BYTES", "lots"),
 ])
 def test_nonsense_settings_are_refused_at_startup(make_app: Callable[..., Flask], key: str,

@@ -244,7 +244,7 @@ const pythonEnv = (redisUrl, platformKey) => {
     WEBHOOKS_RETRY_DELAYS: '0.5,0.5',
     WEBHOOKS_TIMEOUT: '2',
     WEBHOOKS_CONNECT_TIMEOUT: '1',
-    WEBHOOKS_LEASE: '4',
+    WEBHOOKS_LEASE: '5', // the least WEBHOOKS_TIMEOUT + WEBHOOKS_CONNECT_TIMEOUT allow
     WEBHOOKS_PUMP_LINGER: '0.5',
   };
 };

@@ -1,0 +1,77 @@
+"""The delivery loop taken apart: a Pump and its Engine built in the test process against the
+test Redis and real receivers on 127.0.0.1, driven step by step (claim, put back, record) where
+an end-to-end run could not make a race or a failure happen on purpose."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, cast
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+
+from plugin import get_state
+from plugin.outbound import Outcome
+from plugin.pump import Engine, Pump, Work
+from tests.conftest import Owner
+from tests.receiver import Receiver
+from tests.test_delivery import add_hook, emit
+
+MakePump = Callable[..., Pump]
+
+
+@pytest.fixture
+def make_pump(app: Flask) -> Iterator[MakePump]:
+    """``make_pump(field=value, ...)``: a Pump on its own Engine with the app's settings, some
+    changed (Settings field names). The engine's threads start only when the test (or
+    ``Pump.run``) starts them; every engine is closed at teardown."""
+    engines: list[Engine] = []
+
+    def build(**changes: Any) -> Pump:
+        state = get_state(app)
+        engine = Engine(state.store.redis, replace(state.settings, **changes))
+        engines.append(engine)
+        return Pump(engine, f"pump_test{len(engines)}")
+
+    yield build
+    for engine in engines:
+        engine.close()
+
+
+def queued(pump: Pump) -> list[Work]:
+    """Take every delivery the dispatcher queued for the (not started) threads."""
+    works: list[Work] = []
+    while not pump.dispatcher.queue.empty():
+        work = pump.dispatcher.queue.get_nowait()
+        assert work is not None
+        works.append(work)
+    return works
+
+
+def answer(status: int | None) -> Outcome:
+    return Outcome(status=status, error=None if status else "connection refused",
+                   duration_ms=1.0, retry_after=None, body_excerpt="")
+
+
+def due_set(redis: Redis) -> dict[str, float]:
+    found = cast(list[tuple[bytes, float]], redis.zrange("whk:due", 0, -1, withscores=True))
+    return {member.decode(): score for member, score in found}
+
+
+def test_a_delivery_that_waited_too_long_for_a_thread_is_not_attempted(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, make_pump: MakePump,
+) -> None:
+    """An attempt may end a connect timeout (and a little more) after its own timeout; one
+    starting that close to the end of its lease goes back instead."""
+    add_hook(client, alice, "quote", receiver.url())
+    pump = make_pump(lease=5, timeout=2.0, connect_timeout=1.0)
+    emit(app, alice.bots["quote"], "quote.created", {})
+    assert pump._claim(time.monotonic() - 1.5)  # 1.5 + 2 + 1 s: too close to the 5 s lease
+    pump.engine.start()
+    work, outcome = pump.engine.results.get(timeout=5)  # type: ignore[misc]
+    assert outcome is None
+    assert receiver.received == []
