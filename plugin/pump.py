@@ -578,15 +578,18 @@ class Pump:
         deferred = self.later_due
         stored = self.later_store
         fresh = Counter(work.item for work, _ in put_back if work.fresh)
+        # Decided per item before any of its deliveries is handled: the whole fan-out comes
+        # back untouched (nothing stored for it), so the event item itself is deferred and
+        # fans out again later. Never for an item claimed before (its count is -1).
+        whole = {item for item, count in fresh.items() if count == self.fanned_out.get(item)}
+        for item in whole:
+            self.open_items.pop(item, None)
+            self.fanned_out.pop(item, None)
         for work, due in put_back:
             if not work.fresh:
                 deferred[work.item] = due
-            elif fresh[work.item] == self.fanned_out.get(work.item):
-                # the whole fan-out comes back untouched: the event item itself is deferred
-                # (nothing was stored for it; it fans out again later)
+            elif work.item in whole:
                 deferred[work.item] = max(due, deferred.get(work.item, 0))
-                self.open_items.pop(work.item, None)
-                self.fanned_out.pop(work.item, None)
             else:  # stored as a pending delivery of its own, due when the host has room
                 work.delivery.next_attempt_at = utc_iso(due / 1000)
                 stored.setdefault(work.delivery.endpoint_id, []).append(work.delivery)
@@ -650,6 +653,11 @@ class Pump:
                 if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
                     self.store.count_failure(pipe, endpoint)
                     counted.append((len(pipe), endpoint))
+        # A member both done and deferred (one item handled twice, e.g. claimed again after
+        # its lease ended while this job still held it) stays due: a deferral is always safe
+        # (a claim finds what is finished), a removal that wins over one may lose work.
+        if due_at:
+            finished = [item for item in finished if item not in due_at]
         # Deliveries are stored before their items change in ``due``: a delivery item never
         # falls due before its delivery exists, and a crash in between redoes nothing that was
         # stored (a redone fan-out skips existing deliveries).

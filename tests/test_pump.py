@@ -17,6 +17,9 @@ from redis import Redis
 from plugin import get_state
 from plugin.outbound import Outcome
 from plugin.pump import Engine, Pump, Work
+from plugin.store import (
+    fan_out_item,
+)
 from tests.conftest import Owner
 from tests.receiver import Receiver
 from tests.test_delivery import add_hook, emit
@@ -60,6 +63,31 @@ def answer(status: int | None) -> Outcome:
 def due_set(redis: Redis) -> dict[str, float]:
     found = cast(list[tuple[bytes, float]], redis.zrange("whk:due", 0, -1, withscores=True))
     return {member.decode(): score for member, score in found}
+
+
+def test_a_whole_fan_out_put_back_for_a_saturated_host_stays_due(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
+    make_pump: MakePump,
+) -> None:
+    """Two endpoints of one event on a host at its share, both put back in one go: the event
+    item is deferred, not deferred and removed in the same pipeline."""
+    add_hook(client, alice, "quote", receiver.url("/a"), name="a")
+    add_hook(client, alice, "data", receiver.url("/b1"), name="b1")
+    add_hook(client, alice, "data", receiver.url("/b2"), name="b2")
+    pump = make_pump(max_in_flight_per_host=1)
+    emit(app, alice.bots["quote"], "quote.created", {})
+    time.sleep(0.005)  # claimed in this order: the first event takes the host's one thread
+    second = emit(app, alice.bots["data"], "datapoint.created", {})
+    now = time.monotonic()
+    assert pump._claim(now)
+    assert pump.dispatcher.waiting == 2
+    pump._put_back_overdue(now + 1.0)  # the host has been silent for a second: both go back
+    assert pump.dispatcher.waiting == 0
+    pump._record([])
+    item = fan_out_item(second, "alice")
+    assert item in due_set(redis)
+    assert due_set(redis)[item] % 1 == 0  # deferred untouched: fans out afresh later
+    assert redis.keys("whk:dl:*") == []  # nothing stored: the whole event comes back
 
 
 def test_a_delivery_that_waited_too_long_for_a_thread_is_not_attempted(
