@@ -305,10 +305,12 @@ class Pump:
         #: Deliveries to record as "Not sent" with the next batch (no attempt made).
         self.unsent: list[Work] = []
         #: Writes that ride along with the next batch of results (one round trip less each):
-        #: items to make due at a time, items done, deliveries to store as they are.
+        #: items to make due at a time (ms), items done, fan-out deliveries to store as
+        #: pending, and when each of those is due.
         self.later_due: dict[str, int] = {}
         self.later_done: list[str] = []
         self.later_store: dict[str, list[Delivery]] = {}
+        self.later_store_due: dict[str, int] = {}
         self._swept = 0.0
         # Endpoints are cached per bot and re-read when the bot's version key changed; the
         # claim reads each event's bot version in the same step (an MGET does it for retried
@@ -593,19 +595,25 @@ class Pump:
             else:  # stored as a pending delivery of its own, due when the host has room
                 work.delivery.next_attempt_at = utc_iso(due / 1000)
                 stored.setdefault(work.delivery.endpoint_id, []).append(work.delivery)
-                deferred[f"d:{work.delivery.id}"] = due
+                self.later_store_due[work.delivery.id] = due
                 self._settle(work.item, finished)
 
     # -- results -----------------------------------------------------------------------------
     def _record(self, done: list[tuple[Work, Outcome]]) -> None:
         """Write a batch of results in one pipeline: first attempts of fan-out deliveries
         (and those put back) stored by one script call, retries re-scored, final states closed,
-        and the writes queued meanwhile (``later_*``)."""
+        and the writes queued meanwhile (``later_*``).
+
+        Every write that removes or re-scores a ``due`` member happens in the same script call
+        as, and after, the write that records its work: the pipeline is no transaction, and
+        Redis out of memory refuses writes but still allows removals, so a separate ZREM could
+        drop work whose result was never stored."""
         settings = self.settings
         pipe = self.store.redis.pipeline(transaction=False)
         counted: list[tuple[int, Endpoint]] = []
         gone: list[Endpoint] = []
         new, self.later_store = self.later_store, {}
+        new_due, self.later_store_due = self.later_store_due, {}
         finished, self.later_done = self.later_done, []
         due_at, self.later_due = self.later_due, {}
         stamp = utc_iso()
@@ -618,7 +626,7 @@ class Pump:
             delivery.attempts.append({"at": stamp, "status": None,
                                       "error": f"Not sent: {reason}.", "duration_ms": 0.0,
                                       "response": ""})
-            self._store_result(pipe, work, FAILED, new, finished)
+            self._store_result(pipe, work, FAILED, new, new_due, finished)
         self.unsent = []
         self.outstanding -= len(done)
         self.attempted += len(done)
@@ -636,20 +644,19 @@ class Pump:
                 if delay is not None:
                     due = now_ms() + int(delay * 1000)
                     delivery.next_attempt_at = utc_iso(due / 1000)
-                    self._store_result(pipe, work, PENDING, new, finished)
-                    due_at[f"d:{delivery.id}"] = due
+                    self._store_result(pipe, work, PENDING, new, new_due, finished, due)
                     continue
                 verdict = Verdict.GIVE_UP
             if verdict is Verdict.DELIVERED:
-                self._store_result(pipe, work, SUCCEEDED, new, finished)
+                self._store_result(pipe, work, SUCCEEDED, new, new_due, finished)
                 if endpoint.failed_deliveries:
                     endpoint.failed_deliveries = 0
                     self.store.update_endpoint(endpoint, {"failed_deliveries": 0}, pipe=pipe)
             elif verdict is Verdict.GONE:
-                self._store_result(pipe, work, FAILED, new, finished)
+                self._store_result(pipe, work, FAILED, new, new_due, finished)
                 gone.append(endpoint)
             else:
-                self._store_result(pipe, work, FAILED, new, finished)
+                self._store_result(pipe, work, FAILED, new, new_due, finished)
                 if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
                     self.store.count_failure(pipe, endpoint)
                     counted.append((len(pipe), endpoint))
@@ -664,11 +671,11 @@ class Pump:
         if new:
             self.store.record_new(pipe, new, ttl=settings.log_max_age,
                                   keep=settings.log_max_per_webhook,
-                                  max_age_s=settings.log_max_age)
+                                  max_age_s=settings.log_max_age, due=new_due, done=finished)
+        elif finished:  # nothing to store first: items whose work is gone or was empty
+            pipe.zrem(self.store.due_key, *finished)
         if due_at:
             self.store.defer(pipe, due_at)
-        if finished:
-            pipe.zrem(self.store.due_key, *finished)
         self.store.refresh_pump(pipe, self.pump_id, settings.lease)
         results = pipe.execute()
         for position, endpoint in counted:
@@ -684,20 +691,24 @@ class Pump:
                 self._deactivate(endpoint, f"The receiver answered 410 Gone on {utc_iso()}.")
 
     def _store_result(self, pipe: Pipeline, work: Work, status: str,
-                      new: dict[str, list[Delivery]], finished: list[str]) -> None:
-        """Queue the delivery's new state. A first attempt is stored (by the one script call
-        of ``_record``); a stored delivery is updated unless it left the log."""
+                      new: dict[str, list[Delivery]], new_due: dict[str, int],
+                      finished: list[str], due: int | None = None) -> None:
+        """Queue the delivery's new state, due again at ``due`` (ms) while pending. A first
+        attempt is stored (by the one script call of ``_record``, which skips a delivery
+        stored already); a stored delivery is updated unless it left the log, and its item
+        re-scored or removed in the same script call, after the update."""
         delivery = work.delivery
         delivery.status = status
         if status != PENDING:
             delivery.next_attempt_at = ""
         if work.fresh:
             new.setdefault(delivery.endpoint_id, []).append(delivery)
+            if due is not None:
+                new_due[delivery.id] = due
             self._settle(work.item, finished)
             return
-        self.store.save_delivery(pipe, delivery)
-        if status != PENDING:
-            finished.append(work.item)
+        self.store.save_delivery(pipe, delivery, item=work.item,
+                                 due_ms=due if status == PENDING else None)
 
     def _deactivate(self, endpoint: Endpoint, reason: str) -> None:
         endpoint.active = False

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, cast
 
@@ -403,12 +403,22 @@ redis.call('ZREM', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: delivery hash. ARGV: field/value pairs. Updates a delivery only if it still exists: one
-# trimmed from the log (or deleted with its webhook) while in flight must not come back.
+# KEYS: delivery hash, due. ARGV: its due member ('' = leave due alone), the member's new score
+# ('' = it leaves due), then field/value pairs. Updates a delivery only if it still exists: one
+# trimmed from the log (or deleted with its webhook) while in flight must not come back (and
+# its member leaves due). The member changes only after the write: a write Redis refuses (out
+# of memory) leaves it where it was, due again when its lease ends.
 _SAVE_IF_PRESENT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
+local present = redis.call('EXISTS', KEYS[1]) == 1
+if present then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+if ARGV[1] ~= '' then
+  if present and ARGV[2] ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[1])
+  end
+end
+return present and 1 or 0
 """
 
 # KEYS: endpoint log zset. ARGV: keep newest N, oldest score to keep, delivery key prefix.
@@ -434,11 +444,17 @@ return removed
 """
 
 
-# KEYS: endpoint hash and log of each endpoint in turn. ARGV: ttl, keep newest N, oldest score
-# to keep, delivery key prefix, the field names (JSON), the field holding the log score, then
-# the deliveries as JSON: one list per endpoint of value lists (the first value is the id).
-# Stores the first attempts of fan-out deliveries, logs them and trims each log (by the rules
-# of _TRIM_LOG) in one call per batch. Nothing is written for an endpoint deleted meanwhile.
+# KEYS: endpoint hash and log of each endpoint in turn, then due. ARGV: ttl, keep newest N,
+# oldest score to keep, delivery key prefix, the field names (JSON), the field holding the log
+# score, the deliveries as JSON (one list per endpoint of value lists; the first value is the
+# id), delivery id -> due score of those to attempt again (JSON), due members that are done
+# (JSON). Stores the first attempts of fan-out deliveries, logs them, trims each log (by the
+# rules of _TRIM_LOG), makes the pending ones due and removes the finished members from due, in
+# one call per batch. Nothing is written for an endpoint deleted meanwhile. A delivery already
+# stored (a fan-out redone by a job that lost its lease, while the first one still recorded)
+# is left as it is, with its attempts and its schedule: this attempt is not logged. The
+# members leave due last, so an error (a write refused when Redis is out of memory) leaves
+# them due: their work is redone when the lease ends, and what was stored is skipped.
 _RECORD_NEW = "local function trim(KEYS, ARGV)\n" + _TRIM_LOG + """
 end
 local ttl, prefix = ARGV[1], ARGV[4]
@@ -447,32 +463,51 @@ local score_at = 0
 for f, name in ipairs(fields) do
   if name == ARGV[6] then score_at = f end
 end
+local due_at = cjson.decode(ARGV[8])
+local due = KEYS[#KEYS]
+local scheduled = {}
 local written = 0
 for e, rows in ipairs(cjson.decode(ARGV[7])) do
   local log = KEYS[2 * e]
   if redis.call('EXISTS', KEYS[2 * e - 1]) == 1 then
     local members = {}
     for _, values in ipairs(rows) do
-      local pairs_ = {}
-      for f, name in ipairs(fields) do
-        pairs_[#pairs_ + 1] = name
-        pairs_[#pairs_ + 1] = values[f]
-      end
       local key = prefix .. values[1]
-      redis.call('HSET', key, unpack(pairs_))
-      redis.call('EXPIRE', key, ttl)
-      members[#members + 1] = values[score_at]
-      members[#members + 1] = values[1]
-      if #members >= 1000 then
-        redis.call('ZADD', log, unpack(members))
-        members = {}
+      if redis.call('EXISTS', key) == 0 then
+        local pairs_ = {}
+        for f, name in ipairs(fields) do
+          pairs_[#pairs_ + 1] = name
+          pairs_[#pairs_ + 1] = values[f]
+        end
+        redis.call('HSET', key, unpack(pairs_))
+        redis.call('EXPIRE', key, ttl)
+        members[#members + 1] = values[score_at]
+        members[#members + 1] = values[1]
+        if #members >= 1000 then
+          redis.call('ZADD', log, unpack(members))
+          members = {}
+        end
+        local at = due_at[values[1]]
+        if at then
+          scheduled[#scheduled + 1] = at
+          scheduled[#scheduled + 1] = 'd:' .. values[1]
+          if #scheduled >= 1000 then
+            redis.call('ZADD', due, unpack(scheduled))
+            scheduled = {}
+          end
+        end
+        written = written + 1
       end
-      written = written + 1
     end
     if #members > 0 then redis.call('ZADD', log, unpack(members)) end
     redis.call('EXPIRE', log, ttl)
     trim({log}, {ARGV[2], ARGV[3], prefix})
   end
+end
+if #scheduled > 0 then redis.call('ZADD', due, unpack(scheduled)) end
+local done = cjson.decode(ARGV[9])
+for i = 1, #done, 1000 do
+  redis.call('ZREM', due, unpack(done, i, math.min(i + 999, #done)))
 end
 return written
 """
@@ -732,24 +767,32 @@ class Store:
         found = [d for d in self.get_deliveries(ids[:limit]) if d is not None]
         return found, len(ids) > limit
 
-    def save_delivery(self, pipe: Pipeline, delivery: Delivery) -> None:
-        """Write back a delivery's state and attempts, unless it has left the log meanwhile."""
-        pairs = [item for kv in delivery.to_hash().items() for item in kv]
-        _run(self._save_if_present, [self.delivery_key(delivery.id)], pairs, pipe)
+    def save_delivery(
+        self, pipe: Pipeline, delivery: Delivery, *, item: str = "", due_ms: int | None = None
+    ) -> None:
+        """Write back a delivery's state and attempts, unless it has left the log meanwhile;
+        then make its ``due`` member ``item`` (if given) due at ``due_ms``, or remove it (None,
+        or the delivery is gone). The member is touched only after the write succeeded."""
+        pairs = [value for kv in delivery.to_hash().items() for value in kv]
+        _run(self._save_if_present, [self.delivery_key(delivery.id), self.due_key],
+             [item, "" if due_ms is None else due_ms, *pairs], pipe)
 
     def record_new(
         self, pipe: Pipeline, deliveries: dict[str, list[Delivery]], *, ttl: int, keep: int,
-        max_age_s: int,
+        max_age_s: int, due: Mapping[str, int] | None = None, done: Sequence[str] = (),
     ) -> None:
         """Store fan-out deliveries (by endpoint id) after their first attempt, log them and
-        trim the logs: one script call per batch instead of five commands per delivery.
-        Deliveries of an endpoint deleted meanwhile are dropped."""
+        trim the logs: one script call per batch instead of five commands per delivery. Those
+        in ``due`` (delivery id -> ms) are made due then; the ``done`` members leave ``due``
+        after every write succeeded. Deliveries of an endpoint deleted meanwhile are dropped;
+        a delivery stored already is left as it is (see _RECORD_NEW)."""
         keys = [key for endpoint_id in deliveries
                 for key in (self.ep_key(endpoint_id), self.log_key(endpoint_id))]
         rows = json.dumps([[d.hash_values() for d in group] for group in deliveries.values()])
-        _run(self._record_new, keys, [ttl, keep, now_ms() - max_age_s * 1000,
-                                      f"{self.prefix}dl:", _DELIVERY_FIELDS_JSON,
-                                      "created_ms", rows], pipe)
+        schedule = json.dumps({d: str(ms) for d, ms in due.items()} if due else {})
+        _run(self._record_new, [*keys, self.due_key],
+             [ttl, keep, now_ms() - max_age_s * 1000, f"{self.prefix}dl:", _DELIVERY_FIELDS_JSON,
+              "created_ms", rows, schedule, json.dumps(list(done))], pipe)
 
     def existing_deliveries(self, delivery_ids: Sequence[str]) -> set[str]:
         """Which of these deliveries are stored."""
@@ -769,7 +812,7 @@ class Store:
                         int(found[i + 3]) if found[i + 3] else None)
                 for i in range(0, len(found), 4)]
 
-    def defer(self, pipe: Pipeline, items: dict[str, int]) -> None:
+    def defer(self, pipe: Pipeline, items: Mapping[str, float]) -> None:
         """Make work items due again at the given times (ms)."""
         pipe.zadd(self.due_key, items)
 

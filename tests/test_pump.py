@@ -13,12 +13,19 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from plugin import get_state
+from plugin.events import utc_iso
 from plugin.outbound import Outcome
 from plugin.pump import Engine, Pump, Work
 from plugin.store import (
+    PENDING,
+    SUCCEEDED,
+    Delivery,
+    delivery_id_for,
     fan_out_item,
+    now_ms,
 )
 from tests.conftest import Owner
 from tests.receiver import Receiver
@@ -88,6 +95,70 @@ def test_a_whole_fan_out_put_back_for_a_saturated_host_stays_due(
     assert item in due_set(redis)
     assert due_set(redis)[item] % 1 == 0  # deferred untouched: fans out afresh later
     assert redis.keys("whk:dl:*") == []  # nothing stored: the whole event comes back
+
+
+def test_a_refused_write_leaves_the_work_due(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
+    make_pump: MakePump,
+) -> None:
+    """Redis out of memory (noeviction) refuses the writes but allows removals: a delivery
+    whose result could not be stored must stay due, or it is lost with the job."""
+    hook = add_hook(client, alice, "quote", receiver.url())
+    pump = make_pump()
+    first = emit(app, alice.bots["quote"], "quote.created", {"n": 1})
+    assert pump._claim(time.monotonic())
+    pump._record([(work, answer(503)) for work in queued(pump)])
+    retried = f"d:{delivery_id_for(first, hook['id'])}"
+    redis.zadd("whk:due", {retried: 0})  # its retry is due
+    second = emit(app, alice.bots["quote"], "quote.created", {"n": 2})
+    assert pump._claim(time.monotonic())
+    works = queued(pump)
+    assert sorted(w.fresh for w in works) == [False, True]
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(ResponseError, match="maxmemory"):
+            pump._record([(work, answer(200)) for work in works])
+    finally:
+        redis.config_set("maxmemory", 0)
+    due = due_set(redis)
+    assert retried in due and fan_out_item(second, "alice") in due
+    stored = get_state(app).store.get_delivery(retried[2:])
+    assert stored is not None and stored.status == PENDING
+
+
+def test_a_fan_out_delivery_stored_before_is_not_overwritten(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
+) -> None:
+    """A fan-out redone (lease lost, or two jobs on one event) may post a delivery again; the
+    attempt history stored first stays, and nothing is re-scheduled for it."""
+    hook = add_hook(client, alice, "quote", receiver.url())
+    store = get_state(app).store
+    delivery_id = delivery_id_for("evt_1", hook["id"])
+
+    def record(delivery_id: str, status: str, attempt: dict[str, Any],
+               due: dict[str, int] | None = None) -> None:
+        delivery = Delivery(id=delivery_id, event_id="evt_1", event="quote.created",
+                            endpoint_id=hook["id"], chatbot_id=alice.bots["quote"],
+                            status=status, created_at=utc_iso(), created_ms=now_ms(),
+                            attempts=[attempt])
+        pipe = redis.pipeline(transaction=False)
+        if due:
+            store.record_new(pipe, {hook["id"]: [delivery]}, ttl=60, keep=10, max_age_s=60,
+                             due=due)
+        else:
+            store.record_new(pipe, {hook["id"]: [delivery]}, ttl=60, keep=10, max_age_s=60)
+        pipe.execute()
+
+    record(delivery_id, PENDING, {"status": 503})
+    record(delivery_id, SUCCEEDED, {"status": 200})
+    kept = store.get_delivery(delivery_id)
+    assert kept is not None and (kept.status, kept.attempts) == (PENDING, [{"status": 503}])
+    record(delivery_id, PENDING, {"status": 500}, {delivery_id: 9000})
+    assert due_set(redis) == {}  # stored already: its own schedule stands
+    other = delivery_id_for("evt_2", hook["id"])
+    record(other, PENDING, {"status": 500}, {other: 9000})
+    assert due_set(redis) == {f"d:{other}": 9000}
 
 
 def test_a_delivery_that_waited_too_long_for_a_thread_is_not_attempted(
