@@ -305,9 +305,10 @@ class Pump:
         #: Deliveries to record as "Not sent" with the next batch (no attempt made).
         self.unsent: list[Work] = []
         #: Writes that ride along with the next batch of results (one round trip less each):
-        #: items to make due at a time (ms), items done, fan-out deliveries to store as
-        #: pending, and when each of those is due.
-        self.later_due: dict[str, int] = {}
+        #: items to make due at a time (ms; a fan-out item claimed before keeps the half
+        #: millisecond that says so), items done, fan-out deliveries to store as pending, and
+        #: when each of those is due.
+        self.later_due: dict[str, float] = {}
         self.later_done: list[str] = []
         self.later_store: dict[str, list[Delivery]] = {}
         self.later_store_due: dict[str, int] = {}
@@ -489,10 +490,12 @@ class Pump:
         room = self._room() - len(ready)
         made = 0
         finished: list[str] = []
-        given_back: list[str] = []
+        given_back: dict[str, float] = {}
         for item, again in items:
             if made and made >= room:
-                given_back.append(item)
+                # due again at once; one claimed before keeps the mark that says so, or its
+                # next claim would post (and store) again what was stored before
+                given_back[item] = created_ms + 0.5 if again else created_ms
                 continue
             event_id, owner = parse_fan_out_item(item)
             loaded = self._events.get(event_id)
@@ -522,7 +525,7 @@ class Pump:
                 self._queue_work(delivery, item, True, now, ready)
             made += len(deliveries)
         self.later_done.extend(finished)
-        self.later_due.update(dict.fromkeys(given_back, created_ms))
+        self.later_due.update(given_back)
         return made
 
     def _settle(self, item: str, finished: list[str]) -> None:

@@ -127,6 +127,25 @@ def test_a_refused_write_leaves_the_work_due(
     assert stored is not None and stored.status == PENDING
 
 
+def test_an_event_given_back_for_lack_of_room_keeps_its_claimed_before_mark(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
+    make_pump: MakePump,
+) -> None:
+    for n in range(4):
+        add_hook(client, alice, "quote", receiver.url(f"/{n}"), name=f"h{n}")
+    pump = make_pump(concurrency=1)  # room for 4 deliveries: the first event fills it
+    first = fan_out_item(emit(app, alice.bots["quote"], "quote.created", {}), "alice")
+    second = fan_out_item(emit(app, alice.bots["quote"], "quote.created", {}), "alice")
+    redis.zadd("whk:due", {first: 1000, second: 2000.5})  # the second lost a lease before
+    assert pump._claim(time.monotonic())
+    assert len(queued(pump)) == 4
+    pump._record([])
+    assert due_set(redis)[second] % 1 == 0.5
+    time.sleep(0.01)  # given back due at once: due by the next millisecond
+    again = {c.item: c.again for c in get_state(app).store.claim(10, 5)}
+    assert again == {second: True}
+
+
 def test_a_fan_out_delivery_stored_before_is_not_overwritten(
     app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
 ) -> None:
