@@ -17,8 +17,12 @@ lease. A fan-out item ("f:") stays there until every delivery it made has its fi
 recorded (or was put back as a delivery item of its own); a delivery item ("d:") until it is
 final or re-scored for its retry. A worker that dies leaves its items there and they become due
 again when the lease ends. A fan-out redone that way skips the deliveries already stored (their
-ids derive from event and endpoint), so the log gets no duplicates. Delivery is at-least-once,
-and the event id (``webhook-id``) lets receivers drop duplicates.
+ids derive from event and endpoint), so the log gets no duplicates; should two jobs still
+post one, the delivery stored first keeps its history. An item leaves ``due`` or is
+re-scored only by the script call that records its work, after those writes, so a write that
+Redis refuses (out of memory) cannot leave an item removed and its result unrecorded. A job
+that crashes takes back from its threads what they have not started. Delivery is
+at-least-once, and the event id (``webhook-id``) lets receivers drop duplicates.
 
 Why one slow receiver cannot stall the rest: each receiver host:port may use only a share of
 the threads at once (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``); threads skip the deliveries of a host
@@ -169,6 +173,31 @@ class Dispatcher:
                     del self.hosts[work.host]
         if following is not None:
             self.queue.put(following)
+
+    def abandon(self) -> list[Work]:
+        """Take out every delivery not started yet: those waiting for their host and those
+        queued for a thread. Attempts already in flight run to their end."""
+        with self.lock:
+            taken = [work for host in self.hosts.values() for work in host.waiting]
+            for host in self.hosts.values():
+                host.waiting.clear()
+            self.waiting = 0
+        stops = 0
+        queued: list[Work] = []
+        while True:
+            try:
+                work = self.queue.get_nowait()
+            except Empty:
+                break
+            if work is None:
+                stops += 1
+            else:
+                queued.append(work)
+        for _ in range(stops):  # the engine is closing: its threads still need their stop
+            self.queue.put(None)
+        for work in queued:  # nothing waits any more: this only gives the host's share back
+            self.finished(work, None)
+        return taken + queued
 
     def overdue(self, now: float, hold: float) -> list[tuple[Work, int]]:
         """Take out the waiting deliveries that would wait longer than ``hold`` seconds for
@@ -332,9 +361,11 @@ class Pump:
         try:
             return self._loop()
         except BaseException:
-            # leave nothing behind for the next job: what this one claimed comes back when
-            # its leases end
-            self.dispatcher.overdue(time.monotonic(), -1.0)
+            # Leave nothing behind for the next job, which would post it and then drop its
+            # result (it is not its own): deliveries not started yet are taken back from the
+            # dispatcher. Attempts in flight end, unrecorded. Everything this job claimed and
+            # did not record comes back when its leases end (at-least-once).
+            self.dispatcher.abandon()
             raise
         finally:
             self.engine.listening.clear()

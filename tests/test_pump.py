@@ -4,6 +4,7 @@ an end-to-end run could not make a race or a failure happen on purpose."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -27,8 +28,8 @@ from plugin.store import (
     fan_out_item,
     now_ms,
 )
-from tests.conftest import Owner
-from tests.receiver import Receiver
+from tests.conftest import Owner, wait_until
+from tests.receiver import Receiver, Reply
 from tests.test_delivery import add_hook, emit
 
 MakePump = Callable[..., Pump]
@@ -193,3 +194,39 @@ def test_a_delivery_that_waited_too_long_for_a_thread_is_not_attempted(
     work, outcome = pump.engine.results.get(timeout=5)  # type: ignore[misc]
     assert outcome is None
     assert receiver.received == []
+
+
+def test_a_crashed_job_leaves_no_queued_delivery_to_the_threads(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
+    make_pump: MakePump,
+) -> None:
+    """Deliveries queued for a thread when the job crashes are not posted: nobody would
+    record them (their items come back when the leases end)."""
+    for n in range(3):
+        add_hook(client, alice, "quote", receiver.url(f"/{n}"), name=f"h{n}")
+    hold = threading.Event()
+    receiver.default = Reply(hold=hold)
+    pump = make_pump(concurrency=1)
+    emit(app, alice.bots["quote"], "quote.created", {})
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pump.run()
+        except BaseException as exc:
+            crashed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        receiver.wait_for(1)  # one attempt in flight, two queued for the one thread
+        redis.rename("whk:due", "whk:due-saved")
+        redis.set("whk:due", "not a sorted set")  # the next claim fails: the job crashes
+        thread.join(10)
+        assert not thread.is_alive() and crashed
+    finally:
+        hold.set()
+        thread.join(10)
+    time.sleep(0.5)
+    assert len(receiver.received) == 1
+    wait_until(lambda: not pump.dispatcher.hosts)  # the in-flight attempt released its host
