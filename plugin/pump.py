@@ -50,7 +50,7 @@ from .config import Settings
 from .events import new_id, payload_for, utc_iso
 from .outbound import OutboundSettings, Outcome, Sender
 from .retry import Verdict, judge, next_delay
-from .signing import secret_key, signed_headers
+from .signing import SignatureError, secret_key, signed_headers
 from .store import (
     FAILED,
     PENDING,
@@ -333,6 +333,9 @@ class Pump:
         self.per_item = 1.0
         #: Deliveries to record as "Not sent" with the next batch (no attempt made).
         self.unsent: list[Work] = []
+        #: Deliveries that failed before an attempt could be made (a malformed secret), with
+        #: that failure, recorded with the next batch like any failed attempt.
+        self.failed_early: list[tuple[Work, Outcome]] = []
         #: Writes that ride along with the next batch of results (one round trip less each):
         #: items to make due at a time (ms; a fan-out item claimed before keeps the half
         #: millisecond that says so), items done, fan-out deliveries to store as pending, and
@@ -385,7 +388,7 @@ class Pump:
             if self.dispatcher.waiting and (claimed or now - self._swept >= SWEEP_SECONDS):
                 self._swept = now
                 self._put_back_overdue(now)
-            if self.unsent or self.later_due or self.later_done or self.later_store:
+            if self._writes_waiting():
                 self._record([])
             if self.outstanding > 0:
                 self._collect(BUSY_WAIT)
@@ -404,6 +407,10 @@ class Pump:
                 idle_since = None
                 continue
             self._collect(self._idle_timeout(settings.pump_linger - (now - idle_since)))
+
+    def _writes_waiting(self) -> bool:
+        return bool(self.unsent or self.failed_early or self.later_due or self.later_done
+                    or self.later_store)
 
     def _room(self) -> int:
         """Deliveries this job may still claim (see ``HELD_PER_THREAD``)."""
@@ -436,7 +443,7 @@ class Pump:
             pass
         if late:
             self._put_back(late)
-        if done or self.unsent or self.later_due or self.later_done or self.later_store:
+        if done or self._writes_waiting():
             self._record(done)
 
     def _refresh_lease(self) -> None:
@@ -582,7 +589,18 @@ class Pump:
         work.body = (raw if not endpoint.custom_params else
                      json.dumps(payload_for(event, endpoint.custom_params),
                                 separators=(",", ":")).encode())
-        work.keys = self._signing_keys(endpoint)
+        try:
+            work.keys = self._signing_keys(endpoint)
+        except SignatureError as exc:
+            # A stored secret that cannot sign (written by hand, or damaged): recorded as a
+            # failed attempt and retried like one, so a rotated secret fixes it and a webhook
+            # that keeps failing is deactivated; never a crash of every job that claims it.
+            log.error("endpoint %s has an unusable signing secret: %s", endpoint.id, exc)
+            self.failed_early.append((work, Outcome(
+                status=None, duration_ms=0.0, retry_after=None, body_excerpt="",
+                error=f"internal error: the webhook's signing secret is unusable ({exc}); "
+                      "rotate it")))
+            return
         work.host = _host_of(endpoint.url)
         ready.append(work)
 
@@ -664,6 +682,9 @@ class Pump:
         self.unsent = []
         self.outstanding -= len(done)
         self.attempted += len(done)
+        if self.failed_early:
+            done = done + self.failed_early
+            self.failed_early = []
         for work, outcome in done:
             delivery, endpoint = work.delivery, work.endpoint
             delivery.attempts.append({

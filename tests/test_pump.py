@@ -21,6 +21,7 @@ from plugin.events import utc_iso
 from plugin.outbound import Outcome
 from plugin.pump import Engine, Pump, Work
 from plugin.store import (
+    FAILED,
     PENDING,
     SUCCEEDED,
     Delivery,
@@ -230,3 +231,21 @@ def test_a_crashed_job_leaves_no_queued_delivery_to_the_threads(
     time.sleep(0.5)
     assert len(receiver.received) == 1
     wait_until(lambda: not pump.dispatcher.hosts)  # the in-flight attempt released its host
+
+
+def test_a_malformed_secret_is_recorded_as_a_failed_attempt(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
+    make_pump: MakePump,
+) -> None:
+    """Not a crash of every job that claims the event: each attempt is logged with the
+    reason and retried (a rotated secret fixes it), then the delivery fails."""
+    hook = add_hook(client, alice, "quote", receiver.url())
+    redis.hset(f"whk:ep:{hook['id']}", "secret", "whsec_broken")
+    event_id = emit(app, alice.bots["quote"], "quote.created", {})
+    make_pump().run()
+    logged = get_state(app).store.get_delivery(delivery_id_for(event_id, hook["id"]))
+    assert logged is not None and logged.status == FAILED
+    assert len(logged.attempts) == 4  # the first and three retries (WEBHOOKS_RETRY_DELAYS)
+    assert all("secret" in a["error"] for a in logged.attempts)
+    assert receiver.received == []
+    assert due_set(redis) == {}
