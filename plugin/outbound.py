@@ -278,6 +278,9 @@ class Sender:
                 content += chunk
         except (http.client.HTTPException, OSError, ValueError) as exc:
             return bytes(content), _describe(exc, attempt), False
+        if attempt.expired:
+            # the watchdog's cut looks like an end of the body to http.client
+            return bytes(content), "timeout", False
         complete = response.isclosed() or (not response.chunked and response.length == 0)
         return bytes(content), None, complete
 
