@@ -16,8 +16,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from plugin.config import DEFAULTS
-
 from . import scenarios
 from .stack import BENCH
 
@@ -69,12 +67,6 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
         per = _median(results["slow"], "rate") / cores
         out.append(Row("(4) receiver answering after 50 ms, per worker process",
                        f"{per:,.0f} deliveries/s", "", ">= 1,000/s", per >= 1000))
-    if "slow_defaults" in results:
-        per = results["slow_defaults"]["rate"] / cores
-        share = DEFAULTS["WEBHOOKS_MAX_IN_FLIGHT_PER_HOST"][0]
-        out.append(Row(f"(4) same, with config.py's {share} in flight per host",
-                       f"{per:,.0f} deliveries/s", f"limit {share} / 50 ms = {share * 20}/s",
-                       "(info)", None))
     if "hanging" in results:
         rate = _median(results["hanging"], "rate")
         base = _median(results["throughput"], "rate") if "throughput" in results else 0.0

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from plugin.config import DEFAULTS
-
 from . import report, scenarios
 from .stack import ReceiverProcess, RedisProcess
 
@@ -75,10 +73,6 @@ def main() -> None:
             run("slow", lambda: scenarios.drain(bench, "slow", 1, 1, 20_000, path="/slow"),
                 rounds=True)
         print("-- once")
-        if scenarios.tuning_differs():
-            defaults = {key: str(DEFAULTS[key][0]) for key in scenarios.TUNING}
-            run("slow_defaults", lambda: scenarios.drain(
-                bench, "slow_defaults", 1, 1, 10_000, path="/slow", **defaults))
         run("latency", lambda: scenarios.latency(bench))
         run("emit", lambda: {key: statistics.median(values) for key, values in _transpose(
             [scenarios.emit_cost(bench) for _ in range(3)]).items()})

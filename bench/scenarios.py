@@ -21,7 +21,6 @@ from typing import Any
 from flask import Flask
 
 from plugin import ChatbotWebhooks, endpoints
-from plugin.config import DEFAULTS
 from plugin.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
 from plugin.extension import WebhooksState, get_state
 from plugin.host import Chatbot
@@ -38,30 +37,18 @@ from .stack import (
     free_port,
 )
 
-#: Delivery tuning the benchmark runs with: the values proposed as defaults (a 50 ms receiver
-#: needs more than 48 deliveries in flight per process to reach 1,000/s). While config.py still
-#: has other defaults, the 50 ms scenario is also run with those, for comparison.
-TUNING: dict[str, str] = {
-    "WEBHOOKS_CONCURRENCY": "128",
-    "WEBHOOKS_MAX_IN_FLIGHT_PER_HOST": "64",
-}
 #: Settings every scenario shares: receivers on 127.0.0.1, a short timeout for the hanging
 #: receiver, retries (scheduled in an hour) out of the way, room for 100 webhooks per bot.
+#: Everything else (threads, per-host share, batch size) is config.py's default.
 BASE_SETTINGS: dict[str, str] = {
     "WEBHOOKS_ALLOW_PRIVATE_URLS": "1",
     "WEBHOOKS_RETRY_DELAYS": "3600",
     "WEBHOOKS_CONNECT_TIMEOUT": "1",
     "WEBHOOKS_TIMEOUT": "2",
     "WEBHOOKS_MAX_WEBHOOKS_PER_BOT": "100",
-    **TUNING,
 }
 EVENT = "quote.created"
 OWNER = "bench-owner"
-
-
-def tuning_differs() -> bool:
-    """Whether the benchmark's tuning differs from the defaults in plugin/config.py."""
-    return any(str(DEFAULTS[key][0]) != value for key, value in TUNING.items())
 
 
 def event_data() -> dict[str, Any]:

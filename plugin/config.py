@@ -55,11 +55,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "WEBHOOKS_LOG_MAX_PER_WEBHOOK": (1000, "Deliveries kept in each webhook's log."),
     "WEBHOOKS_LOG_MAX_AGE": (7 * 86400, "Seconds events and deliveries are kept."),
     "WEBHOOKS_CONCURRENCY": (
-        64,
+        128,
         "Deliveries in flight at once in one worker process (threads).",
     ),
     "WEBHOOKS_MAX_IN_FLIGHT_PER_HOST": (
-        48,
+        64,
         "Deliveries in flight at once to one receiver host:port in one worker process, so a "
         "hanging receiver cannot take every thread.",
     ),
