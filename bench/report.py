@@ -71,9 +71,13 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
         rate = _median(results["hanging"], "rate")
         base = _median(results["throughput"], "rate") if "throughput" in results else 0.0
         ratio = rate / base if base else 0.0
+        shown = f"{ratio:.0%} of (2)"
+        if base and len(results["hanging"]) > 1:
+            rounds = [h["rate"] / t["rate"] for h, t in zip(results["hanging"],
+                                                            results["throughput"], strict=False)]
+            shown += f" (rounds {min(rounds):.0%}-{max(rounds):.0%})"
         out.append(Row("(4) 10 % of webhooks hang: healthy deliveries/s",
-                       f"{rate:,.0f} deliveries/s", f"{ratio:.0%} of (2)", ">= 90 % of (2)",
-                       ratio >= 0.9))
+                       f"{rate:,.0f} deliveries/s", shown, ">= 90 % of (2)", ratio >= 0.9))
         lat = scenarios.summarize([x for run in results["hanging"] for x in run["latencies"]])
         out.append(Row("(4) their latency at 100 events/s, p50 / p95 / p99",
                        f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms", "",
