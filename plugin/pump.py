@@ -24,11 +24,13 @@ Redis refuses (out of memory) cannot leave an item removed and its result unreco
 that crashes takes back from its threads what they have not started. Delivery is
 at-least-once, and the event id (``webhook-id``) lets receivers drop duplicates.
 
-Why one slow receiver cannot stall the rest: each receiver host:port may use only a share of
-the threads at once (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``); threads skip the deliveries of a host
-at its share. Those wait in memory only as long as that host is expected to take to get to
-them (at most ``HOLD_SECONDS``); the rest go back to ``due`` for when the host should have
-room, so they neither hold threads nor keep this job from claiming work for other hosts.
+Why slow receivers cannot stall the rest: each receiver host:port may use only a share of the
+threads at once (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``), and only once it has shown that it
+answers: a host whose last attempt did not end within a second gets an eighth of that share,
+and such hosts together at most half of the threads (see :class:`Dispatcher`). Deliveries over
+a host's limit wait in memory only as long as that host is expected to take to get to them (at
+most ``HOLD_SECONDS``); the rest go back to ``due`` for when the host should have room, so they
+neither hold threads nor keep this job from claiming work for other hosts.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ DOORBELL_WAIT = 0.25
 HELD_PER_THREAD = 4
 #: Weight of the newest attempt in a host's average duration.
 EWMA = 0.2
+#: An attempt that ended within this many seconds proves its host answers (see Dispatcher).
+PROVEN_SECONDS = 1.0
 
 _WAKE = None  # put on the results queue by the doorbell thread
 
@@ -121,6 +125,8 @@ class _Host:
     last_progress: float = 0.0
     #: Until when deliveries put back for this host are already spread (monotonic).
     booked_until: float = 0.0
+    #: Its last attempt ended within ``PROVEN_SECONDS``: it may use its whole share.
+    proven: bool = False
 
 
 class Dispatcher:
@@ -128,16 +134,43 @@ class Dispatcher:
 
     A delivery of a host below its share goes straight to the threads' queue (first come,
     first served); the others wait here, per host, and the thread that finishes an attempt of
-    that host lets the next one through. So a thread never waits for the job's loop, and a
-    slow host holds at most its share of threads.
+    that host lets the next ones through. So a thread never waits for the job's loop.
+
+    A host must earn its share: until its last attempt ended within ``PROVEN_SECONDS`` it may
+    hold only ``probe`` threads (an eighth of the share), and such unproven hosts together at
+    most half of all threads, beyond one thread each (so a new host can always prove itself).
+    So receivers that hang, however many, leave at least half the threads to those that
+    answer; a host that answers quickly ramps up to its share with its first answers.
     """
 
-    def __init__(self, share: int) -> None:
+    def __init__(self, share: int, concurrency: int) -> None:
         self.share = share
+        self.probe = max(1, share // 8)
+        self.unproven_cap = max(1, concurrency // 2)
+        #: Threads held (queued or in flight) by unproven hosts, beyond the first of each.
+        self.unproven_extra = 0
         self.lock = threading.Lock()
         self.queue: SimpleQueue[Work | None] = SimpleQueue()
         self.hosts: dict[str, _Host] = {}
         self.waiting = 0
+
+    def _admit(self, host: _Host) -> bool:
+        """Take a thread for ``host`` if its limits allow (under the lock)."""
+        if host.proven:
+            if host.admitted >= self.share:
+                return False
+        elif host.admitted:
+            if host.admitted >= self.probe or self.unproven_extra >= self.unproven_cap:
+                return False
+            self.unproven_extra += 1
+        host.admitted += 1
+        return True
+
+    def _release(self, host: _Host) -> None:
+        """Give back one of ``host``'s threads (under the lock)."""
+        host.admitted -= 1
+        if not host.proven and host.admitted:
+            self.unproven_extra -= 1
 
     def add(self, works: list[Work], now: float) -> None:
         admitted: list[Work] = []
@@ -146,8 +179,7 @@ class Dispatcher:
                 host = self.hosts.get(work.host)
                 if host is None:
                     host = self.hosts[work.host] = _Host(last_progress=now)
-                if host.admitted < self.share:
-                    host.admitted += 1
+                if not host.waiting and self._admit(host):
                     admitted.append(work)
                 else:
                     host.waiting.append(work)
@@ -157,22 +189,27 @@ class Dispatcher:
 
     def finished(self, work: Work, seconds: float | None) -> None:
         """An attempt ended (``seconds`` long, or None if it was not made)."""
-        following: Work | None = None
+        following: list[Work] = []
         with self.lock:
             host = self.hosts[work.host]
+            self._release(host)
             if seconds is not None:
                 host.average = seconds if host.average is None else (
                     (1 - EWMA) * host.average + EWMA * seconds)
                 host.last_progress = time.monotonic()
-            if host.waiting:
-                following = host.waiting.popleft()
+                proven = seconds < PROVEN_SECONDS
+                if proven != host.proven:
+                    # the threads it holds beyond its first change sides
+                    extra = max(0, host.admitted - 1)
+                    self.unproven_extra += -extra if proven else extra
+                    host.proven = proven
+            while host.waiting and self._admit(host):
+                following.append(host.waiting.popleft())
                 self.waiting -= 1
-            else:
-                host.admitted -= 1
-                if not host.admitted:
-                    del self.hosts[work.host]
-        if following is not None:
-            self.queue.put(following)
+            if not host.admitted and not host.waiting:
+                del self.hosts[work.host]
+        for one in following:
+            self.queue.put(one)
 
     def abandon(self) -> list[Work]:
         """Take out every delivery not started yet: those waiting for their host and those
@@ -211,11 +248,12 @@ class Dispatcher:
                 if not host.waiting:
                     continue
                 pace = max(host.average or 0.0, now - host.last_progress)
-                keep = int(self.share * hold / pace) if pace > 0 else len(host.waiting)
+                lanes = max(1, host.admitted)
+                keep = int(lanes * hold / pace) if pace > 0 else len(host.waiting)
                 # The host finishes one attempt every ``step`` seconds: the deliveries put
                 # back are spread out at that pace behind those it already has, so each
                 # comes back about when the host can take it instead of every second.
-                step = pace / self.share
+                step = pace / lanes
                 slot = max(host.booked_until, now + (host.admitted + keep) * step)
                 while host.waiting and (len(host.waiting) > keep
                                         or host.waiting[0].claimed < oldest_ok):
@@ -247,7 +285,8 @@ class Engine:
             require_https=settings.require_https,
             user_agent=settings.user_agent,
         ))
-        self.dispatcher = Dispatcher(settings.max_in_flight_per_host)
+        self.dispatcher = Dispatcher(settings.max_in_flight_per_host,
+                                     settings.concurrency)
         self.results: SimpleQueue[tuple[Work, Outcome | None] | None] = SimpleQueue()
         #: Set while a job runs: only then does the doorbell thread take tokens.
         self.listening = threading.Event()

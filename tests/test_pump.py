@@ -19,12 +19,13 @@ from redis.exceptions import ResponseError
 from plugin import get_state
 from plugin.events import utc_iso
 from plugin.outbound import Outcome
-from plugin.pump import Engine, Pump, Work
+from plugin.pump import Dispatcher, Engine, Pump, Work
 from plugin.store import (
     FAILED,
     PENDING,
     SUCCEEDED,
     Delivery,
+    Endpoint,
     delivery_id_for,
     fan_out_item,
     now_ms,
@@ -140,7 +141,9 @@ def test_an_event_given_back_for_lack_of_room_keeps_its_claimed_before_mark(
     second = fan_out_item(emit(app, alice.bots["quote"], "quote.created", {}), "alice")
     redis.zadd("whk:due", {first: 1000, second: 2000.5})  # the second lost a lease before
     assert pump._claim(time.monotonic())
-    assert len(queued(pump)) == 4
+    # the first event's 4 deliveries are all held: queued for the thread or waiting for their
+    # (new, so still unproven) host
+    assert len(queued(pump)) + pump.dispatcher.waiting == 4
     pump._record([])
     assert due_set(redis)[second] % 1 == 0.5
     time.sleep(0.01)  # given back due at once: due by the next millisecond
@@ -249,3 +252,71 @@ def test_a_malformed_secret_is_recorded_as_a_failed_attempt(
     assert all("secret" in a["error"] for a in logged.attempts)
     assert receiver.received == []
     assert due_set(redis) == {}
+
+
+# -- the dispatcher's limits -------------------------------------------------------------------
+
+def _work(host: str, n: int) -> Work:
+    delivery = Delivery(id=f"dlv_{host}_{n}", event_id="evt_x", event="quote.created",
+                        endpoint_id="wh_x", chatbot_id="bot", status=PENDING, created_at="",
+                        created_ms=0)
+    endpoint = Endpoint(id="wh_x", kind="webhook", chatbot_id="bot", chatbot_type="",
+                        owner="o", name="default", url=f"http://{host}/", secret="", events=[])
+    return Work(delivery, endpoint, host, f"d:{delivery.id}", False, time.monotonic())
+
+
+def _queued_hosts(dispatcher: Dispatcher) -> list[str]:
+    out = []
+    while not dispatcher.queue.empty():
+        work = dispatcher.queue.get_nowait()
+        assert work is not None
+        out.append(work.host)
+    return out
+
+
+def test_hanging_hosts_together_leave_half_the_threads_to_others() -> None:
+    """Threads 16, share 8: a host that has not answered yet gets 1 thread at first, an eighth
+    of its share at most, and such hosts all together half the threads (plus one each)."""
+    dispatcher = Dispatcher(share=8, concurrency=16)
+    hanging = [f"hang{h}:80" for h in range(12)]
+    now = time.monotonic()
+    dispatcher.add([_work(host, n) for n in range(20) for host in hanging], now)
+    held = _queued_hosts(dispatcher)
+    # one each at once (so each can prove itself), no more while none answered
+    assert sorted(held) == sorted(hanging)
+    # an answer that took as long as a timeout proves nothing: that host stays at its probe
+    # limit (share // 8 = 1 here), and the others keep waiting
+    dispatcher.finished(_work("hang0:80", 0), 10.0)
+    assert _queued_hosts(dispatcher) == ["hang0:80"]
+    # a host that answers quickly gets its whole share even while the hanging ones hold
+    # their threads
+    dispatcher.add([_work("fast:80", n) for n in range(20)], now)
+    assert _queued_hosts(dispatcher) == ["fast:80"]
+    dispatcher.finished(_work("fast:80", 0), 0.005)
+    assert _queued_hosts(dispatcher) == ["fast:80"] * 8
+    assert dispatcher.hosts["fast:80"].admitted == 8
+
+
+def test_unproven_hosts_share_half_the_threads_beyond_their_first() -> None:
+    dispatcher = Dispatcher(share=64, concurrency=16)  # probe limit 8, unproven cap 8
+    now = time.monotonic()
+    for host in ("a:80", "b:80", "c:80"):
+        dispatcher.add([_work(host, n) for n in range(20)], now)
+    first = _queued_hosts(dispatcher)
+    # a takes its probe limit (1 + 7 extra), b its first and the last extra, c only its first
+    assert [first.count(h) for h in ("a:80", "b:80", "c:80")] == [8, 2, 1]
+    assert dispatcher.unproven_extra == 8
+    # a slow answer frees a thread but proves nothing: the freed extra goes back to a
+    dispatcher.finished(_work("a:80", 0), 2.0)
+    assert _queued_hosts(dispatcher) == ["a:80"]
+    assert dispatcher.unproven_extra == 8
+    # a quick answer proves a: its threads stop counting against the others' cap, and it may
+    # grow to its share while b and c stay where they are
+    dispatcher.finished(_work("a:80", 0), 0.01)
+    assert dispatcher.hosts["a:80"].proven
+    assert dispatcher.unproven_extra == 1  # b's one extra
+    assert _queued_hosts(dispatcher).count("a:80") == 11  # the rest of its 20 deliveries
+    # with a out of the count, b (still unproven) may grow to its probe limit of 8
+    dispatcher.finished(_work("b:80", 0), 3.0)
+    assert _queued_hosts(dispatcher) == ["b:80"] * 7
+    assert dispatcher.unproven_extra == 7
