@@ -4,7 +4,8 @@
 //   node bench/receiver.js <port> <hang_port> <control_port> <processes>
 //
 // <port>:       "/slow..." answers after 50 ms, anything else at once (200, "ok").
-// <hang_port>:  never answers; the request is held until the client gives up.
+// <hang_port>:  on 127.0.0.1 to 127.0.0.10, never answers; the request is held until the
+//               client gives up.
 // <control_port> (primary only): GET /stats, GET /records, POST /reset.
 // With <processes> > 1 the data ports are shared by a cluster; workers report to the primary
 // every 20 ms over IPC, so recording costs one array push per request.
@@ -16,6 +17,9 @@ const { performance } = require('node:perf_hooks');
 
 const [port, hangPort, controlPort, processes] = process.argv.slice(2).map(Number);
 const SLOW_MS = 50;
+// The hanging port listens on 127.0.0.1 to 127.0.0.10 (all loopback on Linux): ten receiver
+// hosts as the delivery engine counts them (host:port), all of them hanging.
+const HANG_ADDRESSES = Array.from({ length: 10 }, (_, i) => `127.0.0.${i + 1}`);
 
 function nowMs() {
   return performance.timeOrigin + performance.now();
@@ -57,10 +61,12 @@ function runWorker() {
     });
   })).listen(port, '127.0.0.1');
 
-  tune(http.createServer((req) => {
-    note(2, req);
-    req.resume(); // and never answer
-  })).listen(hangPort, '127.0.0.1');
+  for (const address of HANG_ADDRESSES) {
+    tune(http.createServer((req) => {
+      note(2, req);
+      req.resume(); // and never answer
+    })).listen(hangPort, address);
+  }
 
   setInterval(() => {
     if (counts[0] + counts[1] + counts[2] === 0) return;
@@ -107,7 +113,7 @@ function runPrimary() {
   http.createServer((req, res) => {
     let body;
     if (req.url === '/stats') {
-      body = JSON.stringify({ ...totals, ready: ready >= 2 * processes, pids: Object.values(
+      body = JSON.stringify({ ...totals, ready: ready >= (1 + HANG_ADDRESSES.length) * processes, pids: Object.values(
         cluster.workers).map((w) => w.process.pid) });
     } else if (req.url === '/records') {
       body = JSON.stringify(records);

@@ -71,17 +71,18 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
         rate = _median(results["hanging"], "rate")
         base = _median(results["throughput"], "rate") if "throughput" in results else 0.0
         ratio = rate / base if base else 0.0
-        shown = f"{ratio:.0%} of (2)"
-        if base and len(results["hanging"]) > 1:
+        shown = f"{ratio:.0%} of (2)" if base else "n/a: (2) not run"
+        if base and len(results["hanging"]) == len(results["throughput"]) > 1:
             rounds = [h["rate"] / t["rate"] for h, t in zip(results["hanging"],
-                                                            results["throughput"], strict=False)]
+                                                            results["throughput"], strict=True)]
             shown += f" (rounds {min(rounds):.0%}-{max(rounds):.0%})"
-        out.append(Row("(4) 10 % of webhooks hang: healthy deliveries/s",
-                       f"{rate:,.0f} deliveries/s", shown, ">= 90 % of (2)", ratio >= 0.9))
+        out.append(Row("(4) 10 % of webhooks hang (10 hosts): healthy deliveries/s",
+                       f"{rate:,.0f} deliveries/s", shown, ">= 90 % of (2)",
+                       ratio >= 0.9 if base else None))
         lat = scenarios.summarize([x for run in results["hanging"] for x in run["latencies"]])
         out.append(Row("(4) their latency at 100 events/s, p50 / p95 / p99",
                        f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms", "",
-                       "(info; (3) asks 10 / 50)", lat["p50"] <= 10 and lat["p99"] <= 50))
+                       "(info; (3) asks 10 / 50)", None))
     if "emit" in results:
         emit = results["emit"]
         out.append(Row("(5) emit, one process (platform's own chatbot lookup)",
@@ -184,7 +185,8 @@ The CPU use of each part is listed below, in cores busy on average while measuri
 - (3) 1,000 events emitted at a fixed 100/s from the benchmark process after a warm-up;
   emit start -> arrival at the receiver.
 - (4) The same backlog shape against `/slow` (50 ms); and 100 bots x 200 events where 10 bots'
-  webhooks point at the hanging port: healthy deliveries/s until all 18,000 healthy ones
+  webhooks point at the hanging port, each on its own address (127.0.0.1 to .10: ten hanging
+  receiver hosts): healthy deliveries/s until all 18,000 healthy ones
   arrived, then 4 s of 100 events/s (10 % hanging) while the hanging deliveries still hold
   their threads, for the healthy ones' latency. `WEBHOOKS_TIMEOUT=2` (the hanging attempts
   end after 2 s), `WEBHOOKS_RETRY_DELAYS=3600` (their retries fall due after the run).

@@ -294,7 +294,8 @@ def latency(bench: Bench, rate: float = 100.0, seconds: float = 10.0) -> dict[st
 
 def hanging(bench: Bench, bots: int = 100, per_bot: int = 200, hang_share: float = 0.1,
             rate: float = 100.0, seconds: float = 4.0) -> dict[str, Any]:
-    """10 % of the webhooks point at a receiver that never answers (cut at WEBHOOKS_TIMEOUT).
+    """10 % of the webhooks point at receivers that never answer (cut at WEBHOOKS_TIMEOUT),
+    ten hanging receiver hosts in all.
 
     First a backlog that appears at once: how fast do the healthy 90 % drain? Then, while the
     hanging deliveries still hold their share of threads, events at ``rate``/s: the healthy
@@ -307,7 +308,8 @@ def hanging(bench: Bench, bots: int = 100, per_bot: int = 200, hang_share: float
         bot = add_bot(state, f"bot-{b:04d}")
         bot_ids.append(bot.id)
         if b % every == 0:
-            add_hook(state, bot, bench.receiver.hang_url(f"/hang/{b}"))
+            # each hanging bot on a receiver host of its own: ten hanging hosts
+            add_hook(state, bot, bench.receiver.hang_url(f"/hang/{b}", host=b // every))
         else:
             add_hook(state, bot, bench.receiver.url(f"/fast/{b}"))
             healthy_bots.add(bot.id)

@@ -115,8 +115,9 @@ class ReceiverProcess:
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def hang_url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.hang_port}{path}"
+    def hang_url(self, path: str = "/hook", host: int = 0) -> str:
+        """A URL on the hanging port of receiver host ``host`` (0-9: 127.0.0.1 to .10)."""
+        return f"http://127.0.0.{host % 10 + 1}:{self.hang_port}{path}"
 
     def _control(self, path: str, method: str = "GET") -> Any:
         request = urllib.request.Request(f"http://127.0.0.1:{self.control_port}{path}",
