@@ -390,7 +390,7 @@ class Pump:
         # gets that event, a rotated secret signs the next attempt.
         self._endpoints: dict[str, Endpoint] = {}
         self._bots: dict[str, tuple[int, list[str]]] = {}
-        self._events: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self._events: dict[str, _Event] = {}
         self._keys: dict[str, tuple[list[bytes], float]] = {}
         self.attempted = 0
 
@@ -527,11 +527,16 @@ class Pump:
                     continue
                 loaded = self._events.get(event_id)
                 if loaded is None:
-                    loaded = self._events[event_id] = (json.loads(one.event), one.event)
+                    loaded = self._events[event_id] = (
+                        _Event(one.event, one.chatbot_id, one.event_name)
+                        # ASCII only: Lua's JSON decoder and Python's might differ on odd
+                        # escapes, and a wrong bot id would send the event nowhere
+                        if one.chatbot_id and one.event_name and one.chatbot_id.isascii()
+                        else _Event.parse(one.event))
                 if one.bot_version is not None:
-                    versions[loaded[0]["chatbot"]["id"]] = one.bot_version
+                    versions[loaded.chatbot_id] = one.bot_version
                 else:
-                    unversioned.append(loaded[0]["chatbot"]["id"])
+                    unversioned.append(loaded.chatbot_id)
             elif one.item.startswith("d:"):
                 delivery_ids.append(one.item[2:])
         found = self.store.get_deliveries(delivery_ids) if delivery_ids else []
@@ -578,15 +583,14 @@ class Pump:
             loaded = self._events.get(event_id)
             deliveries: list[Delivery] = []
             if loaded is not None:
-                event = loaded[0]
-                for endpoint in self._endpoints_of(event["chatbot"]["id"]):
-                    if event["event"] not in endpoint.events:
+                for endpoint in self._endpoints_of(loaded.chatbot_id):
+                    if loaded.name not in endpoint.events:
                         continue
                     if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
                         continue
                     deliveries.append(Delivery(
                         id=delivery_id_for(event_id, endpoint.id), event_id=event_id,
-                        event=event["event"], endpoint_id=endpoint.id,
+                        event=loaded.name, endpoint_id=endpoint.id,
                         chatbot_id=endpoint.chatbot_id, status=PENDING,
                         created_at=created_at, created_ms=created_ms,
                     ))
@@ -624,9 +628,8 @@ class Pump:
         if endpoint is None or not endpoint.active or loaded is None:
             self.unsent.append(work)
             return
-        event, raw = loaded
-        work.body = (raw if not endpoint.custom_params else
-                     json.dumps(payload_for(event, endpoint.custom_params),
+        work.body = (loaded.raw if not endpoint.custom_params else
+                     json.dumps(payload_for(loaded.data, endpoint.custom_params),
                                 separators=(",", ":")).encode())
         try:
             work.keys = self._signing_keys(endpoint)
@@ -819,7 +822,7 @@ class Pump:
         for event_id, raw in zip(missing, raws, strict=True):
             if raw:
                 body = raw if isinstance(raw, bytes) else str(raw).encode()
-                self._events[event_id] = (json.loads(body), body)
+                self._events[event_id] = _Event.parse(body)
 
     def _sync_bots(self, versions: dict[str, int], more: list[str]) -> None:
         """Re-read the endpoints of every bot whose version changed since it was cached: the
@@ -844,6 +847,28 @@ class Pump:
         cached = self._bots.get(chatbot_id)
         ids = cached[1] if cached else []
         return [self._endpoints[i] for i in ids if i in self._endpoints]
+
+
+class _Event:
+    """A stored event as the loop needs it: the envelope's bytes (the usual body, sent as
+    stored), its bot and its name; the parsed envelope only when custom parameters need it."""
+
+    __slots__ = ("raw", "chatbot_id", "name", "_data")
+
+    def __init__(self, raw: bytes, chatbot_id: str, name: str,
+                 data: dict[str, Any] | None = None) -> None:
+        self.raw, self.chatbot_id, self.name, self._data = raw, chatbot_id, name, data
+
+    @classmethod
+    def parse(cls, raw: bytes) -> _Event:
+        data = json.loads(raw)
+        return cls(raw, data["chatbot"]["id"], data["event"], data)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self.raw)
+        return self._data
 
 
 #: Stands in for the endpoint of a delivery whose webhook was deleted.

@@ -225,6 +225,9 @@ class Claimed(NamedTuple):
     event: bytes | None
     #: The version of that event's bot's endpoints when it was claimed.
     bot_version: int | None
+    #: That event's chatbot id and event name, read from the envelope by the claim.
+    chatbot_id: str | None = None
+    event_name: str | None = None
 
 
 class NameTaken(Exception):
@@ -344,9 +347,11 @@ return 1
 """
 
 # KEYS: due. ARGV: now, lease end, limit, key prefix. Returns member, old score, event, bot
-# version for each claimed member: for a fan-out member the stored envelope and the version
-# of its bot's endpoints, read in the same step (so no endpoint change made before the emit
-# can be missed), else false and false. A lease ends on a half millisecond (due times are
+# version, chatbot id, event name for each claimed member: for a fan-out member the stored
+# envelope, the version of its bot's endpoints (read in the same step), and the two envelope
+# fields the fan-out needs, so the worker parses the JSON only for custom parameters (reading
+# the version in the claim means no endpoint change made before the emit can be missed); for
+# other members false four times. A lease ends on a half millisecond (due times are
 # whole ones), so a member whose old score has a fraction was claimed before and lost its
 # lease: its work may be partly recorded.
 _CLAIM = """
@@ -369,16 +374,19 @@ for i = 1, #found, 2 do
   out[#out + 1] = found[i + 1]
   local event_id = string.match(found[i], '^f:([^|]*)')
   local body = event_id and redis.call('GET', ARGV[4] .. 'ev:' .. event_id)
-  local version = false
+  local version, chatbot, name = false, false, false
   if body then
     local ok, event = pcall(cjson.decode, body)
     if ok and type(event) == 'table' and type(event.chatbot) == 'table'
-        and type(event.chatbot.id) == 'string' then
-      version = redis.call('GET', ARGV[4] .. 'bot:' .. event.chatbot.id .. ':ver') or '0'
+        and type(event.chatbot.id) == 'string' and type(event.event) == 'string' then
+      chatbot, name = event.chatbot.id, event.event
+      version = redis.call('GET', ARGV[4] .. 'bot:' .. chatbot .. ':ver') or '0'
     end
   end
   out[#out + 1] = body or false
   out[#out + 1] = version
+  out[#out + 1] = chatbot
+  out[#out + 1] = name
 end
 return out
 """
@@ -809,8 +817,10 @@ class Store:
                             args=[now, f"{now + int(lease_s * 1000)}.5", limit, self.prefix])
         return [Claimed(_text(found[i]), float(found[i + 1]) % 1 != 0,
                         found[i + 2] if isinstance(found[i + 2], bytes) else None,
-                        int(found[i + 3]) if found[i + 3] else None)
-                for i in range(0, len(found), 4)]
+                        int(found[i + 3]) if found[i + 3] else None,
+                        _text(found[i + 4]) if found[i + 4] else None,
+                        _text(found[i + 5]) if found[i + 5] else None)
+                for i in range(0, len(found), 6)]
 
     def defer(self, pipe: Pipeline, items: Mapping[str, float]) -> None:
         """Make work items due again at the given times (ms)."""
