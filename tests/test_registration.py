@@ -3,6 +3,7 @@ isolation, reserved names, bad input changing nothing."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -287,6 +288,47 @@ def test_too_many_webhooks_is_409(make_app: Any, redis: Redis) -> None:
         assert client.post(base, json={"name": name, "url": URL},
                            headers=owner.headers).status_code == 201
     assert_error(client.post(base, json={"name": "c", "url": URL}, headers=owner.headers), 409)
+
+
+def test_karabo_route_on_a_full_bot_is_409_and_changes_nothing(make_app: Any, redis: Redis
+                                                                ) -> None:
+    app = make_app(WEBHOOKS_ALLOW_PRIVATE_URLS=True, WEBHOOKS_MAX_WEBHOOKS_PER_BOT=1)
+    owner = Owner(app, "carol")
+    client = app.test_client()
+    bot = owner.bots["quote"]
+    assert client.post(HOOKS.format(bot), json={"name": "other", "url": URL},
+                       headers=owner.headers).status_code == 201
+    before = snapshot(redis)
+    assert_error(client.post(KARABO.format(bot), json={"url": URL}, headers=owner.headers), 409)
+    assert snapshot(redis) == before
+
+
+def test_racing_first_registrations_make_one_webhook(app: Flask, alice: Owner) -> None:
+    """Eight clients register the same bot at once: one 201, the others update it (200)."""
+    bot = alice.bots["quote"]
+    start = threading.Barrier(8)
+    statuses: list[int] = []
+    ids: set[str] = set()
+    lock = threading.Lock()
+
+    def register(n: int) -> None:
+        client = app.test_client()
+        start.wait()
+        answer = client.post(KARABO.format(bot), json={"url": f"{URL}/{n}"},
+                             headers=alice.headers)
+        with lock:
+            statuses.append(answer.status_code)
+            ids.add(answer.get_json()["webhook_id"])
+
+    threads = [threading.Thread(target=register, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(statuses) == [200] * 7 + [201]
+    assert len(ids) == 1
+    listed = app.test_client().get(HOOKS.format(bot), headers=alice.headers).get_json()
+    assert [w["id"] for w in listed["data"]] == list(ids)
 
 
 @pytest.mark.parametrize("name", sorted(catalogue.RESERVED_PARAM_NAMES | catalogue.ENVELOPE_KEYS))
