@@ -33,7 +33,8 @@ class Reply:
 
 
 class Receiver:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, address: str = "127.0.0.1") -> None:
+        self.address = address
         self.received: list[Received] = []
         self.scripts: dict[str, deque[Reply]] = {}
         self.default = Reply()
@@ -72,13 +73,13 @@ class Receiver:
                 except OSError:
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer((address, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.address}:{self.port}{path}"
 
     def script(self, path: str, *replies: Reply) -> None:
         with self.lock:

@@ -199,6 +199,37 @@ def test_410_deactivates_at_once_without_retry(
     assert len(receiver.received) == 1
 
 
+def test_hanging_receivers_leave_threads_to_one_that_answers(
+    tuned: Callable[..., Stack], receiver: Receiver,
+) -> None:
+    """Two receiver hosts hang, one answers; 8 threads, a share of 8 per host. A host that has
+    not answered yet gets an eighth of its share, so the hanging two hold one thread each and
+    every event reaches the answering receiver while they are still held (before, the first
+    hanging host took all 8 threads until its attempts timed out)."""
+    hold = threading.Event()
+    hanging = [Receiver(address=f"127.0.0.{n}").start() for n in (2, 3)]
+    try:
+        for server in hanging:
+            server.default = Reply(200, hold=hold)
+        stack = tuned(WEBHOOKS_CONCURRENCY=8, WEBHOOKS_MAX_IN_FLIGHT_PER_HOST=8,
+                      WEBHOOKS_TIMEOUT=5.0, WEBHOOKS_LEASE=10, WEBHOOKS_RETRY_DELAYS="3600")
+        client, owner = stack.client, stack.owner
+        for n, server in enumerate(hanging):
+            add_hook(client, owner, "quote", server.url(), name=f"hang{n}")
+        add_hook(client, owner, "quote", receiver.url(), name="answers")
+        sent = [emit(stack.app, owner.bots["quote"], "quote.created", {"n": n})
+                for n in range(12)]
+        got = receiver.wait_for(12, timeout=30)
+        held = sum(len(server.received) for server in hanging)
+        assert not hold.is_set()
+        assert sorted(r.headers["webhook-id"] for r in got) == sorted(sent)
+        assert held <= 2  # one attempt per hanging host, still waiting for its answer
+    finally:
+        hold.set()
+        for server in hanging:
+            server.stop()
+
+
 def test_retry_after_is_respected(tuned: Callable[..., Stack], receiver: Receiver) -> None:
     stack = tuned(WEBHOOKS_RETRY_DELAYS="30,30")
     app, client, owner = stack.app, stack.client, stack.owner
