@@ -85,8 +85,12 @@ def create_webhook(
     events: Sequence[str] | None = None,
     custom_params: Mapping[str, Any] | None = None,
     active: bool = True,
+    url_checked: bool = False,
 ) -> Endpoint:
-    check_target_url(settings, url)
+    """A new named webhook. ``url_checked``: the caller already ran :func:`check_target_url`
+    on ``url`` (it may cost a DNS lookup; once is enough)."""
+    if not url_checked:
+        check_target_url(settings, url)
     chosen_events = check_events(bot, events)
     params = dict(custom_params or {})
     check_custom_params(params)
@@ -207,7 +211,8 @@ def register_default(store: Store, settings: Settings, bot: Chatbot, url: str) -
     webhook_id = store.update_named(bot.id, DEFAULT_NAME, changes)
     if webhook_id is None:
         try:
-            created = create_webhook(store, settings, bot, name=DEFAULT_NAME, url=url)
+            created = create_webhook(store, settings, bot, name=DEFAULT_NAME, url=url,
+                                     url_checked=True)
             return Registration(created.id, created.url, created.secret)
         except Conflict:
             webhook_id = store.update_named(bot.id, DEFAULT_NAME, changes)
