@@ -180,7 +180,7 @@ class Delivery:
         """The hash values in :data:`DELIVERY_FIELDS` order, encoded as :func:`_field` does
         (the hot path: no ``asdict``)."""
         return [self.id, self.event_id, self.event, self.endpoint_id, self.chatbot_id,
-                self.status, self.created_at, str(self.created_ms), json.dumps(self.attempts),
+                self.status, self.created_at, str(self.created_ms), _field(self.attempts),
                 self.next_attempt_at, self.redelivery_of]
 
     @classmethod
