@@ -13,11 +13,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from chatbot_webhooks import ChatbotWebhooks
+from chatbot_webhooks.config import DEFAULTS
+from chatbot_webhooks_zapier import ZapierConnector
 from flask import Flask
-
-from connectors.zapier import ZapierConnector
-from plugin import ChatbotWebhooks
-from plugin.config import DEFAULTS
 
 webhooks = ChatbotWebhooks()
 

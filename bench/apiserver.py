@@ -18,12 +18,11 @@ import sys
 from typing import Any
 
 import waitress
+from chatbot_webhooks import ChatbotWebhooks
+from chatbot_webhooks.events import QUOTE_GENERATION
+from chatbot_webhooks.host import Chatbot
 from flask import Flask, Request, jsonify, request
 from flask.typing import ResponseReturnValue
-
-from plugin import ChatbotWebhooks
-from plugin.events import QUOTE_GENERATION
-from plugin.host import Chatbot
 
 #: The chatbot and the session token of the ``platform`` mode.
 PLATFORM_BOT = Chatbot("bot-platform", QUOTE_GENERATION, "bench-owner", "bot-platform")

@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatbot_webhooks import ChatbotWebhooks, endpoints
+from chatbot_webhooks.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
+from chatbot_webhooks.extension import WebhooksState, get_state
+from chatbot_webhooks.host import Chatbot
+from chatbot_webhooks.store import fan_out_item
 from flask import Flask
-
-from plugin import ChatbotWebhooks, endpoints
-from plugin.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
-from plugin.extension import WebhooksState, get_state
-from plugin.host import Chatbot
-from plugin.store import fan_out_item
 
 from .stack import (
     BENCH,

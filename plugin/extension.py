@@ -73,7 +73,7 @@ class WebhooksState:
     ) -> str:
         """Queue ``event`` for every endpoint of the bot that wants it; return the event id.
 
-        Raises :class:`UnknownChatbot`, :class:`~plugin.events.EventNotAllowed` (a
+        Raises :class:`UnknownChatbot`, :class:`~chatbot_webhooks.events.EventNotAllowed` (a
         ``ValueError``) or ``TypeError`` for data that is not a JSON object. Costs the caller
         one pipelined Redis round trip (two when a delivery job has to be started).
         """
@@ -145,7 +145,7 @@ class WebhooksState:
         return delivery
 
     def enqueue_pump(self, pump_id: str) -> None:
-        """Start one delivery job (see :mod:`plugin.jobs`)."""
+        """Start one delivery job (see :mod:`chatbot_webhooks.jobs`)."""
         from .jobs import enqueue_pump
 
         enqueue_pump(self.queue, self.settings, pump_id)
@@ -173,7 +173,7 @@ class ChatbotWebhooks:
     ``flask webhooks create-key``). ``redis`` is a connection to use instead of
     ``WEBHOOKS_REDIS_URL``.
 
-    Configuration keys (all ``setdefault``-ed, see :data:`plugin.config.DEFAULTS`):
+    Configuration keys (all ``setdefault``-ed, see :data:`chatbot_webhooks.config.DEFAULTS`):
     ``WEBHOOKS_REDIS_URL``, ``WEBHOOKS_KEY_PREFIX``, ``WEBHOOKS_QUEUE``, ``WEBHOOKS_URL_PREFIX``,
     ``WEBHOOKS_ALLOW_PRIVATE_URLS``, ``WEBHOOKS_REQUIRE_HTTPS``, ``WEBHOOKS_MAX_BODY_BYTES``,
     ``WEBHOOKS_PLATFORM_KEY``, ``WEBHOOKS_RETRY_DELAYS``, ``WEBHOOKS_SECRET_OVERLAP``, the

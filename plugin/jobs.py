@@ -1,9 +1,10 @@
 """RQ job functions. Plain importable functions taking plain values; no Flask.
 
-There is one kind of job, :func:`pump`: it runs the delivery loop of :mod:`plugin.pump` until
-there is nothing left to do. Jobs are started by ``emit`` (when fewer jobs run than there are
-worker processes), by the worker's ticker (retries falling due, leases of dead workers running
-out) and by a job that hands over after ``WEBHOOKS_PUMP_MAX_SECONDS``.
+There is one kind of job, :func:`pump`: it runs the delivery loop of
+:mod:`chatbot_webhooks.pump` until there is nothing left to do. Jobs are started by ``emit``
+(when fewer jobs run than there are worker processes), by the worker's ticker (retries falling
+due, leases of dead workers running out) and by a job that hands over after
+``WEBHOOKS_PUMP_MAX_SECONDS``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
     """The delivery job. Returns how many delivery attempts it made."""
     job = get_current_job()
     if job is None:
-        raise RuntimeError("plugin.jobs.pump must run inside an RQ worker")
+        raise RuntimeError("chatbot_webhooks.jobs.pump must run inside an RQ worker")
     chosen = _worker_settings or Settings.from_job_dict(settings)
     engine = engine_for(job.connection, chosen)
     return Pump(engine, pump_id).run()
@@ -56,7 +57,7 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
 
 def enqueue_pump(queue: Queue, settings: Settings, pump_id: str) -> None:
     queue.enqueue_call(
-        "plugin.jobs.pump",
+        "chatbot_webhooks.jobs.pump",
         args=(settings.to_job_dict(), pump_id),
         job_id=pump_id,
         timeout=int(settings.pump_max_seconds + settings.timeout + 60),

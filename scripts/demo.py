@@ -27,7 +27,8 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plugin.signing import SignatureError, verify  # noqa: E402
+from chatbot_webhooks.signing import SignatureError, verify  # noqa: E402
+
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 BOT = "demo-quote-bot"

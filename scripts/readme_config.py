@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plugin.config import DEFAULTS  # noqa: E402
+from chatbot_webhooks.config import DEFAULTS  # noqa: E402
 
 START = "<!-- config-table: generated from plugin/config.py, tests/test_readme.py checks it -->"
 END = "<!-- /config-table -->"

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chatbot_webhooks import get_state
+from chatbot_webhooks.host import Chatbot
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-from plugin import get_state
-from plugin.host import Chatbot
 from tests.receiver import Receiver
 from tests.redis_server import RedisServer
 from wsgi import create_app

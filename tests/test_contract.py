@@ -9,9 +9,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from chatbot_webhooks import events as catalogue
 from flask.testing import FlaskClient
 
-from plugin import events as catalogue
 from tests.conftest import ROOT
 
 SCHEMAS = ROOT / "schemas"

@@ -13,11 +13,11 @@ from typing import Any
 
 import jsonschema
 import pytest
+from chatbot_webhooks import EventNotAllowed, UnknownChatbot, get_state
 from flask import Flask
 from flask.testing import FlaskClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from plugin import EventNotAllowed, UnknownChatbot, get_state
 from tests.conftest import FAST, ROOT, Owner, Stack, Workers, wait_until
 from tests.receiver import Receiver, Reply
 

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from chatbot_webhooks import Chatbot, get_state
+from chatbot_webhooks.store import text
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-from plugin import Chatbot, get_state
-from plugin.store import text
 from tests.conftest import FAST, Owner, Stack, Workers
 from tests.receiver import Receiver, Reply
 from tests.test_delivery import HOOKS, add_hook, deliveries, emit, final
@@ -165,7 +165,7 @@ def test_a_former_owners_subscriptions_get_nothing(
 def test_platform_error_handlers_do_not_replace_the_plugins_json_errors(
     make_app: Callable[..., Flask],
 ) -> None:
-    from plugin import ChatbotWebhooks
+    from chatbot_webhooks import ChatbotWebhooks
 
     app = Flask("platform")
     app.config.update(WEBHOOKS_REDIS_URL=make_app().config["WEBHOOKS_REDIS_URL"],

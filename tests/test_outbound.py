@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from plugin.outbound import (
+from chatbot_webhooks.outbound import (
     DEFAULT_USER_AGENT,
     OutboundSettings,
     Outcome,

@@ -11,16 +11,11 @@ from dataclasses import replace
 from typing import Any, cast
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
-from redis import Redis
-from redis.exceptions import ResponseError
-
-from plugin import get_state
-from plugin.events import utc_iso
-from plugin.outbound import Outcome
-from plugin.pump import Dispatcher, Engine, Pump, Work
-from plugin.store import (
+from chatbot_webhooks import get_state
+from chatbot_webhooks.events import utc_iso
+from chatbot_webhooks.outbound import Outcome
+from chatbot_webhooks.pump import Dispatcher, Engine, Pump, Work
+from chatbot_webhooks.store import (
     FAILED,
     PENDING,
     SUCCEEDED,
@@ -30,6 +25,11 @@ from plugin.store import (
     fan_out_item,
     now_ms,
 )
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from redis.exceptions import ResponseError
+
 from tests.conftest import Owner, wait_until
 from tests.receiver import Receiver, Reply
 from tests.test_delivery import add_hook, emit

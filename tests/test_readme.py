@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from plugin.config import DEFAULTS
+from chatbot_webhooks.config import DEFAULTS
+
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

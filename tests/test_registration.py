@@ -7,11 +7,11 @@ import threading
 from typing import Any
 
 import pytest
+from chatbot_webhooks import events as catalogue
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-from plugin import events as catalogue
 from tests.conftest import Owner
 
 KARABO = "/api/v1.0/chatbot-webhook/{}/"
@@ -441,7 +441,7 @@ def test_platform_error_pages_are_left_alone(make_app: Any) -> None:
 
 
 def test_double_init_app_is_refused(make_app: Any) -> None:
-    from plugin import ChatbotWebhooks
+    from chatbot_webhooks import ChatbotWebhooks
 
     app = make_app()
     with pytest.raises(RuntimeError, match="already initialised"):
@@ -449,7 +449,7 @@ def test_double_init_app_is_refused(make_app: Any) -> None:
 
 
 def test_use_before_init_app_is_a_clear_error() -> None:
-    from plugin import ChatbotWebhooks, get_state
+    from chatbot_webhooks import ChatbotWebhooks, get_state
 
     app = Flask("bare")
     with pytest.raises(RuntimeError, match="not initialised"):

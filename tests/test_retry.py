@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from plugin.config import DEFAULTS, parse_delays
-from plugin.retry import Verdict, judge, next_delay
+from chatbot_webhooks.config import DEFAULTS, parse_delays
+from chatbot_webhooks.retry import Verdict, judge, next_delay
 
 SCHEDULE = parse_delays(DEFAULTS["WEBHOOKS_RETRY_DELAYS"][0])
 

@@ -9,9 +9,7 @@ import hmac
 import time
 
 import pytest
-from standardwebhooks.webhooks import Webhook
-
-from plugin.signing import (
+from chatbot_webhooks.signing import (
     SignatureError,
     new_secret,
     secret_key,
@@ -19,6 +17,7 @@ from plugin.signing import (
     signed_headers,
     verify,
 )
+from standardwebhooks.webhooks import Webhook
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 BODY = b'{"id":"evt_1","event":"quote.created"}'

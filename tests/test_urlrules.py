@@ -10,8 +10,7 @@ import ipaddress
 import socket
 
 import pytest
-
-from plugin.urlrules import (
+from chatbot_webhooks.urlrules import (
     MAX_URL_LENGTH,
     UnresolvableHost,
     UrlRefused,

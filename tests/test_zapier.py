@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from chatbot_webhooks import get_state
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 from standardwebhooks.webhooks import Webhook
 
-from plugin import get_state
 from tests.conftest import ROOT, Owner, Stack, Workers, wait_until
 from tests.receiver import Receiver, Reply
 from tests.test_registration import assert_error, snapshot

@@ -7,22 +7,21 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from chatbot_webhooks import events as catalogue
+from chatbot_webhooks.api import register_blueprint
+from chatbot_webhooks.api.auth import caller, require_owner
+from chatbot_webhooks.api.parsing import PluginBlueprint as Blueprint
+from chatbot_webhooks.endpoints import subscribe
+from chatbot_webhooks.errors import Invalid
+from chatbot_webhooks.events import is_id
+from chatbot_webhooks.extension import get_state
+from chatbot_webhooks.host import Chatbot
+from chatbot_webhooks.store import ZAPIER
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate
-
-from plugin import events as catalogue
-from plugin.api import register_blueprint
-from plugin.api.auth import caller, require_owner
-from plugin.api.parsing import PluginBlueprint as Blueprint
-from plugin.endpoints import subscribe
-from plugin.errors import Invalid
-from plugin.events import is_id
-from plugin.extension import get_state
-from plugin.host import Chatbot
-from plugin.store import ZAPIER
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "samples"
 MAX_SAMPLES = 10

@@ -1,1 +1,0 @@
-"""Adapters that expose the plugin to other automation platforms."""
