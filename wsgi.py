@@ -24,6 +24,7 @@ webhooks = ChatbotWebhooks()
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["WEBHOOKS_REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    app.config["WEBHOOKS_HEALTH_ROUTES"] = True  # GET /healthz and /readyz
     for key in DEFAULTS:
         if key in os.environ:
             app.config[key] = os.environ[key]

@@ -1,5 +1,6 @@
 """Webhooks for chatbot platforms: the public names."""
 
+from .errors import Unavailable
 from .events import (
     APPOINTMENT_SUPPORT,
     DATA_COLLECTION,
@@ -21,6 +22,7 @@ __all__ = [
     "ChatbotWebhooks",
     "EventNotAllowed",
     "SignatureError",
+    "Unavailable",
     "UnknownChatbot",
     "WebhooksState",
     "get_state",

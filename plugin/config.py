@@ -19,6 +19,15 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "Redis holding webhooks, events, deliveries and the RQ queue (ignored when a "
         "connection is passed to the extension). `wsgi.py` reads `REDIS_URL`.",
     ),
+    "WEBHOOKS_REDIS_TIMEOUT": (
+        2.0,
+        "Seconds the plugin's Redis client waits to connect and for each answer; while Redis "
+        "is away, requests get 503 within about this long.",
+    ),
+    "WEBHOOKS_HEALTH_ROUTES": (
+        False,
+        "Serve `GET /healthz` and `GET /readyz` (the runnable host turns this on).",
+    ),
     "WEBHOOKS_KEY_PREFIX": ("whk:", "Prefix of every Redis key the plugin writes."),
     "WEBHOOKS_QUEUE": ("webhooks", "Name of the RQ queue the delivery jobs run on."),
     "WEBHOOKS_URL_PREFIX": ("/api/v1.0", "Where the REST routes are mounted."),
@@ -106,6 +115,8 @@ class Settings:
     """Parsed configuration. Plain values only, so it can travel to RQ jobs as a dict."""
 
     redis_url: str
+    redis_timeout: float
+    health_routes: bool
     key_prefix: str
     queue: str
     url_prefix: str
@@ -172,6 +183,7 @@ MIN_START_WITHIN = 1.0
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "allow_private_urls": _bool,
+    "health_routes": _bool,
     "require_https": _bool,
     "retry_delays": parse_delays,
 }
@@ -205,6 +217,8 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
     for name in _AT_LEAST_ONE:
         if getattr(settings, name) < 1:
             raise ValueError(f"WEBHOOKS_{name.upper()} must be at least 1")
+    if settings.redis_timeout <= 0:
+        raise ValueError("WEBHOOKS_REDIS_TIMEOUT must be > 0")
     if settings.timeout <= 0 or settings.connect_timeout <= 0:
         raise ValueError("WEBHOOKS_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be > 0")
     if settings.start_within < MIN_START_WITHIN:

@@ -38,3 +38,11 @@ class Invalid(WebhookError):
 
 class Gone(WebhookError):
     status = 410
+
+
+class Unavailable(WebhookError):
+    """Redis, where everything is kept, cannot be reached right now: nothing was stored; try
+    again in ``retry_after`` seconds. ``emit`` raises it; every plugin route answers 503."""
+
+    status = 503
+    retry_after = 5

@@ -18,7 +18,7 @@ from rq import Queue
 
 from . import events as catalogue
 from .config import DEFAULTS, Settings, settings_from_config
-from .errors import Gone, NotFound
+from .errors import Gone, NotFound, Unavailable
 from .events import TEST_EVENT, build_event, is_id, new_event_id, new_id, utc_iso
 from .host import (
     CallerIdentity,
@@ -28,6 +28,7 @@ from .host import (
     RedisChatbots,
     as_directory,
 )
+from .redis_clients import REDIS_DOWN, web_client
 from .store import PENDING, Delivery, Endpoint, Store, now_ms
 
 EXTENSION_KEY = "chatbot-webhooks"
@@ -74,9 +75,20 @@ class WebhooksState:
         """Queue ``event`` for every endpoint of the bot that wants it; return the event id.
 
         Raises :class:`UnknownChatbot`, :class:`~chatbot_webhooks.events.EventNotAllowed` (a
-        ``ValueError``) or ``TypeError`` for data that is not a JSON object. Costs the caller
-        one pipelined Redis round trip (two when a delivery job has to be started).
+        ``ValueError``), ``TypeError`` for data that is not a JSON object, or
+        :class:`~chatbot_webhooks.errors.Unavailable` while Redis cannot be reached (within
+        about ``WEBHOOKS_REDIS_TIMEOUT``; the event is then most likely not queued: emit it
+        again later). Costs the caller one pipelined Redis round trip (two when a delivery job
+        has to be started).
         """
+        try:
+            return self._emit(chatbot_id, event, data, conversation_id)
+        except REDIS_DOWN as exc:
+            raise Unavailable("Redis is unavailable: the event was not queued; emit it again "
+                              "later.") from exc
+
+    def _emit(self, chatbot_id: str, event: str, data: dict[str, Any],
+              conversation_id: str | None) -> str:
         bot = self.chatbots.get(chatbot_id)
         if bot is None:
             raise UnknownChatbot(f"No chatbot '{chatbot_id}'.")
@@ -100,6 +112,14 @@ class WebhooksState:
         if pipe.execute()[-1] is not None:
             self.enqueue_pump(pump_id)
         return str(envelope["id"])
+
+    def health(self) -> tuple[dict[str, Any], int]:
+        """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING
+        within ``WEBHOOKS_REDIS_TIMEOUT``, else the same keys with 503 (see
+        :func:`chatbot_webhooks.health.readiness`). A Flask view may return it as it is."""
+        from .health import readiness
+
+        return readiness(self.store)
 
     def send_test(self, bot: Chatbot, endpoint: Endpoint) -> Delivery:
         """Queue a ``webhook.test`` event for this one endpoint, whatever events it wants."""
@@ -177,7 +197,8 @@ class ChatbotWebhooks:
     ``WEBHOOKS_REDIS_URL``, ``WEBHOOKS_KEY_PREFIX``, ``WEBHOOKS_QUEUE``, ``WEBHOOKS_URL_PREFIX``,
     ``WEBHOOKS_ALLOW_PRIVATE_URLS``, ``WEBHOOKS_REQUIRE_HTTPS``, ``WEBHOOKS_MAX_BODY_BYTES``,
     ``WEBHOOKS_PLATFORM_KEY``, ``WEBHOOKS_RETRY_DELAYS``, ``WEBHOOKS_SECRET_OVERLAP``, the
-    timeouts and the delivery log limits.
+    timeouts (``WEBHOOKS_REDIS_TIMEOUT`` among them), ``WEBHOOKS_HEALTH_ROUTES`` and the
+    delivery log limits.
     """
 
     def __init__(
@@ -211,7 +232,7 @@ class ChatbotWebhooks:
         for key, (default, _doc) in DEFAULTS.items():
             app.config.setdefault(key, default)
         settings = settings_from_config(app.config)
-        conn = redis or self._redis or Redis.from_url(settings.redis_url)
+        conn = redis or self._redis or web_client(settings.redis_url, settings.redis_timeout)
         store = Store(conn, settings.key_prefix)
         builtin_chatbots = RedisChatbots(conn, settings.key_prefix)
         api_keys = RedisApiKeys(conn, settings.key_prefix)
@@ -232,6 +253,10 @@ class ChatbotWebhooks:
         from .cli import webhooks_cli
 
         register_api(app, settings)
+        if settings.health_routes:
+            from .health import make_blueprint
+
+            app.register_blueprint(make_blueprint())
         app.cli.add_command(webhooks_cli)
         return state
 
@@ -255,3 +280,7 @@ class ChatbotWebhooks:
     ) -> str:
         """Queue an event for delivery; see :meth:`WebhooksState.emit`."""
         return self._state().emit(chatbot_id, event, data, conversation_id=conversation_id)
+
+    def health(self) -> tuple[dict[str, Any], int]:
+        """Readiness body and status; see :meth:`WebhooksState.health`."""
+        return self._state().health()

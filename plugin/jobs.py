@@ -16,6 +16,7 @@ from rq import Queue, get_current_job
 
 from .config import Settings
 from .pump import Engine, Pump
+from .redis_clients import place
 
 #: One Engine per (connection target, settings) in a worker process, kept between jobs so that
 #: threads and kept-alive HTTP connections are reused.
@@ -52,7 +53,8 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
         raise RuntimeError("chatbot_webhooks.jobs.pump must run inside an RQ worker")
     chosen = _worker_settings or Settings.from_job_dict(settings)
     engine = engine_for(job.connection, chosen)
-    return Pump(engine, pump_id).run()
+    with place("delivery job"):
+        return Pump(engine, pump_id).run()
 
 
 def enqueue_pump(queue: Queue, settings: Settings, pump_id: str) -> None:

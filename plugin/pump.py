@@ -92,6 +92,10 @@ PROVEN_SECONDS = 1.0
 
 _WAKE = None  # put on the results queue by the doorbell thread
 
+#: Set by the worker when it is asked to stop (SIGTERM): a running job claims nothing more,
+#: puts back what it has not started, records the attempts in flight and ends.
+stop_claiming = threading.Event()
+
 
 @dataclass(eq=False)
 class Work:
@@ -420,6 +424,10 @@ class Pump:
         while True:
             now = time.monotonic()
             claimed = False
+            if stop_claiming.is_set():
+                if self._wind_down(now):
+                    return self.attempted
+                continue
             if now < deadline and self._room() >= max(1, settings.concurrency // 2):
                 claimed = self._claim(now)
                 if claimed:
@@ -446,6 +454,22 @@ class Pump:
                 idle_since = None
                 continue
             self._collect(self._idle_timeout(settings.pump_linger - (now - idle_since)))
+
+    def _wind_down(self, now: float) -> bool:
+        """One step of a warm shutdown: deliveries not started go back to ``due`` (due now,
+        for another worker), attempts in flight are awaited and recorded. True once nothing
+        is left, the job's slot handed over."""
+        taken = self.dispatcher.abandon()
+        if taken:
+            due = now_ms()
+            self._put_back([(work, due) for work in taken if work.pump is self])
+        if self.outstanding > 0:
+            self._collect(BUSY_WAIT)
+            return False
+        if self._writes_waiting():
+            self._record([])
+        self._hand_over()
+        return True
 
     def _writes_waiting(self) -> bool:
         return bool(self.unsent or self.failed_early or self.later_due or self.later_done

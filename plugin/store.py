@@ -858,3 +858,11 @@ class Store:
 
     def forget_worker(self, worker: str) -> None:
         self.redis.zrem(self.workers_key, worker)
+
+    def ping_and_count_workers(self) -> int:
+        """PING Redis and count the worker processes with a fresh heartbeat, in one round
+        trip (readiness)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.ping()
+        pipe.zcount(self.workers_key, now_ms(), "+inf")
+        return int(pipe.execute()[1])

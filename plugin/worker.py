@@ -5,21 +5,39 @@ away the kept-alive connections and threads each job builds up. Why a ticker: re
 due and leases of dead workers run out while no event arrives to start a job; once a second
 the ticker announces this worker as alive (so emit may start one job per live worker) and
 starts a delivery job when work is due and fewer jobs run than there are workers.
+
+Why it never dies of Redis: the process talks to Redis through a client whose calls wait out an
+outage (:func:`chatbot_webhooks.redis_clients.worker_client`), so neither a delivery job, nor
+the ticker, nor RQ's own loop (dequeue, heartbeats, ``register_death``) sees the error; the
+outage is logged once when it starts and once when it ends. A job cut off meanwhile leaves its
+claims to their leases, as when a worker is killed.
+
+Why a warm shutdown of its own: RQ's waits for the running job, but a delivery job runs for up
+to ``WEBHOOKS_PUMP_MAX_SECONDS``. On SIGTERM or SIGINT the job stops claiming, puts back what it
+has not started, waits for the attempts in flight (each bounded by ``WEBHOOKS_TIMEOUT``),
+records them and ends; then RQ stops and the process exits 0. A second signal exits at once
+(code 1); what was in flight then comes back when its lease ends.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
 import threading
+import time
 import uuid
+from types import FrameType
 
 from redis import Redis
 from rq import Queue, SimpleWorker
 
+from . import pump
 from .config import Settings
 from .events import new_id
 from .jobs import close_engines, enqueue_pump, use_worker_settings
+from .redis_clients import REDIS_DOWN, OutageLog, RideOut, place, worker_client
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -47,28 +65,86 @@ class Ticker(threading.Thread):
         return False
 
     def run(self) -> None:
-        while not self.stopped.wait(TICK_SECONDS):
+        with place("ticker"):
+            while not self.stopped.wait(TICK_SECONDS):
+                try:
+                    self.tick()  # waits while Redis is away (the worker's client)
+                except REDIS_DOWN:  # only once the worker is stopping: nothing left to beat
+                    pass
+                except Exception:
+                    log.exception("webhooks ticker failed")
             try:
-                self.tick()
-            except Exception:  # Redis away for a moment: keep beating, RQ will notice too
-                log.exception("webhooks ticker failed")
-        self.store.forget_worker(self.worker_name)
+                self.store.forget_worker(self.worker_name)
+            except REDIS_DOWN:  # the heartbeat runs out by itself
+                pass
+
+
+class DeliveryWorker(SimpleWorker):
+    """RQ's ``SimpleWorker`` with the plugin's warm shutdown (see module docstring)."""
+
+    retry: RideOut | None = None
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        pump.stop_claiming.set()
+        if self.retry is not None:
+            self.retry.stop_soon()
+        log.info("worker %s: stopping: no new claims; attempts in flight finish and are "
+                 "recorded (a second signal stops at once)", self.name)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        # RQ ignores a second signal within a second (for worker pools) and then joins the
+        # job; a person pressing Ctrl+C twice means "now".
+        log.warning("worker %s: second signal: stopping at once; deliveries in flight come "
+                    "back when their lease ends", self.name)
+        for handler in logging.getLogger("chatbot_webhooks").handlers:
+            handler.flush()
+        os._exit(1)
+
+
+def _log_to_stderr() -> None:
+    """Show the plugin's INFO lines (outages, shutdown) unless the host configured logging."""
+    logger = logging.getLogger("chatbot_webhooks")
+    if logger.hasHandlers():
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                  "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None:
-    """Run one worker process on the plugin's queue until stopped (or idle, with ``burst``)."""
+    """Run one worker process on the plugin's queue until stopped (or idle, with ``burst``).
+
+    ``redis`` says which Redis; the worker talks to it through a client of its own that waits
+    out outages (see module docstring)."""
+    _log_to_stderr()
     name = f"webhooks-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    redis, retry = worker_client(redis, OutageLog())
+    pump.stop_claiming.clear()
     use_worker_settings(settings)
     ticker = Ticker(redis, settings, name)
-    ticker.tick()
-    ticker.start()
-    worker = SimpleWorker([Queue(settings.queue, connection=redis)], connection=redis,
-                          name=name)
+    worker = DeliveryWorker([Queue(settings.queue, connection=redis)], connection=redis,
+                            name=name)
+    worker.retry = retry
     try:
-        # No RQ scheduler: retries and expired leases live in the plugin's due set and the
-        # ticker starts jobs for them. RQ's scheduler is a forked child that a SIGKILLed worker
-        # would leave orphaned, still heartbeating into Redis.
-        worker.work(burst=burst)
+        with place("worker"):
+            ticker.tick()
+            ticker.start()
+            # No RQ scheduler: retries and expired leases live in the plugin's due set and
+            # the ticker starts jobs for them. RQ's scheduler is a forked child that a
+            # SIGKILLed worker would leave orphaned, still heartbeating into Redis.
+            worker.work(burst=burst)
+    except REDIS_DOWN as exc:
+        if not pump.stop_claiming.is_set():
+            raise
+        # asked to stop while Redis was away: what this worker held returns with its leases
+        log.warning("worker %s stopped while Redis was unavailable (%s); unrecorded "
+                    "deliveries come back when their lease ends", name, exc)
     finally:
         ticker.stopped.set()
         ticker.join(timeout=5)

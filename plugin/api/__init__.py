@@ -15,7 +15,8 @@ from flask_smorest import Api, Blueprint
 from werkzeug.exceptions import HTTPException, UnsupportedMediaType, default_exceptions
 
 from ..config import Settings
-from ..errors import WebhookError
+from ..errors import Unavailable, WebhookError
+from ..redis_clients import REDIS_DOWN
 from . import deliveries, events, registration, webhooks
 
 API_CONFIG_PREFIX = "WEBHOOKS_"
@@ -61,7 +62,17 @@ def handle_webhook_error(error: WebhookError) -> ResponseReturnValue:
     from werkzeug.http import HTTP_STATUS_CODES
 
     name = HTTP_STATUS_CODES.get(error.status, "Error")
-    return error_body(error.status, name, error.message, error.errors), error.status
+    headers = ({"Retry-After": str(error.retry_after)} if isinstance(error, Unavailable)
+               else {})
+    return error_body(error.status, name, error.message, error.errors), error.status, headers
+
+
+def handle_redis_down(error: Exception) -> ResponseReturnValue:
+    """Any Redis outage in any plugin view (or before it: API keys live in Redis) is a 503
+    with ``Retry-After``, never a 500; the message does not show Redis' address."""
+    return handle_webhook_error(Unavailable(
+        "The webhook service is temporarily unavailable (its database cannot be reached); "
+        "nothing was changed. Try again shortly."))
 
 
 def register_api(app: Flask, settings: Settings) -> PluginApi:
@@ -100,6 +111,8 @@ def register_blueprint(api: PluginApi, blp: Blueprint, settings: Settings) -> No
     for code in default_exceptions:
         blp.register_error_handler(code, handle_http_exception)
     blp.register_error_handler(WebhookError, handle_webhook_error)
+    for redis_error in REDIS_DOWN:
+        blp.register_error_handler(redis_error, handle_redis_down)
     limit = settings.max_body_bytes
 
     @blp.before_request

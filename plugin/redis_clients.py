@@ -1,0 +1,176 @@
+"""The plugin's Redis clients: one that fails fast (web processes) and one that rides out
+outages (workers), both built from redis-py's own ``Retry`` and backoff. No Flask.
+
+Why two: a web request must answer within about ``WEBHOOKS_REDIS_TIMEOUT`` whatever Redis does
+(503 while it is away), while a worker must never die of Redis: every call its delivery job, its
+ticker and RQ's own loop make waits, with capped backoff, until Redis answers again. Both retry
+a failed call on a fresh connection, so a connection that went stale while Redis restarted
+costs one reconnect, never an error.
+
+Which errors mean "Redis is away" (:data:`REDIS_DOWN`): connection refused or reset
+(``ConnectionError``), a socket timeout (``TimeoutError``), ``LOADING`` while Redis replays its
+AOF (``BusyLoadingError``, a ``ConnectionError``) and ``READONLY`` on a replica after a failover
+(``ReadOnlyError``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from redis import Redis
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Errors that mean Redis cannot be used right now (see module docstring).
+REDIS_DOWN: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError,
+                                           ReadOnlyError)
+
+#: Longest pause between two tries of a worker's Redis call: a worker resumes at most this long
+#: after Redis answers again.
+WORKER_BACKOFF_CAP = 2.0
+#: Seconds a stopping worker still retries Redis before it gives up (see :meth:`stop_soon`).
+STOPPING_GRACE = 5.0
+
+
+def describe(error: BaseException) -> str:
+    """A short word for what is wrong with Redis, for readiness answers and log lines."""
+    if isinstance(error, BusyLoadingError):
+        return "loading"
+    if isinstance(error, ReadOnlyError):
+        return "readonly"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "unreachable"
+
+
+def web_client(url: str, timeout: float) -> Redis:
+    """The client of a web process: connect and read timeouts of ``timeout`` seconds and one
+    quick retry of a call that failed on its connection (a pooled connection that went stale
+    while Redis restarted), so a request fails within about ``timeout`` while Redis is away
+    and the first one after it succeeds. A timeout is not retried: that would double the wait.
+    """
+    return Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1,
+                    supported_errors=(ConnectionError,)),
+    )
+
+
+class OutageLog:
+    """Says once per process when Redis stops answering (WARNING) and once when it answers
+    again (INFO), however many calls and threads retry meanwhile.
+
+    A call that fails once and succeeds on its retry (a stale connection) is no outage and
+    logs nothing: the WARNING comes with a call's second failure in a row.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.down_since: float | None = None
+        self.outages = 0
+
+    def failed(self, error: BaseException, place: str) -> None:
+        with self._lock:
+            if self.down_since is not None:
+                return
+            self.down_since = time.monotonic()
+            self.outages += 1
+        log.warning("Redis is unavailable (%s: %s), noticed in the %s; retrying with backoff "
+                    "(at most %gs apart) until it answers", describe(error), error, place,
+                    WORKER_BACKOFF_CAP)
+
+    def recovered(self) -> None:
+        with self._lock:
+            if self.down_since is None:
+                return
+            seconds = time.monotonic() - self.down_since
+            self.down_since = None
+        log.info("Redis answers again after %.1fs unavailable; resuming", seconds)
+
+
+_place = threading.local()
+
+
+@contextmanager
+def place(name: str) -> Iterator[None]:
+    """Name the part of the worker whose Redis calls run in this thread meanwhile (for the
+    outage WARNING); threads without one are named by their thread name."""
+    previous = getattr(_place, "name", None)
+    _place.name = name
+    try:
+        yield
+    finally:
+        _place.name = previous
+
+
+def current_place() -> str:
+    name = getattr(_place, "name", None)
+    return name or threading.current_thread().name
+
+
+class RideOut(Retry):
+    """redis-py's ``Retry``, forever, with capped jittered backoff, reporting to an
+    :class:`OutageLog`. After :meth:`stop_soon` it gives up ``STOPPING_GRACE`` seconds later,
+    so a worker asked to stop while Redis is away does not wait for Redis forever.
+
+    redis-py deep-copies the retry object into every client and connection; this one is
+    shared instead (``__deepcopy__``), so one process has one outage state.
+    """
+
+    def __init__(self, outage: OutageLog, cap: float = WORKER_BACKOFF_CAP) -> None:
+        super().__init__(ExponentialWithJitterBackoff(cap=cap, base=0.05), -1,
+                         supported_errors=REDIS_DOWN)
+        self.outage = outage
+        self._give_up_at: float | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RideOut:
+        return self
+
+    def stop_soon(self) -> None:
+        self._give_up_at = time.monotonic() + STOPPING_GRACE
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        failures = 0
+
+        def on_failure(error: Exception, *count: int) -> None:
+            nonlocal failures
+            failures += 1
+            fail(error, *count)
+            if failures >= 2:
+                self.outage.failed(error, current_place())
+            if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                raise error
+
+        result = super().call_with_retry(do, on_failure, is_retryable, with_failure_count)
+        if failures:
+            self.outage.recovered()
+        return result
+
+
+def worker_client(redis: Redis, outage: OutageLog) -> tuple[Redis, RideOut]:
+    """A client to the same Redis as ``redis`` (same pool settings) whose calls wait out
+    outages; with the retry object, to tell it when the worker stops."""
+    pool = redis.connection_pool
+    kwargs = copy.copy(pool.connection_kwargs)
+    retry = RideOut(outage)
+    kwargs.update(retry=retry, retry_on_error=list(REDIS_DOWN))
+    kwargs.pop("retry_on_timeout", None)
+    new_pool = type(pool)(connection_class=pool.connection_class, **kwargs)
+    return Redis(connection_pool=new_pool), retry
