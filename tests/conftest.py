@@ -176,12 +176,23 @@ def tuned(make_app: Callable[..., Flask], redis_server: RedisServer
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    An exception from ``check`` counts as "not yet" (what it reads may not exist yet: a log
+    that is still empty, a delivery stored a moment after its receiver saw it); on timeout the
+    last one is shown as the cause, so a check that can never pass still says why."""
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while True:
-        value = check()
+        try:
+            value = check()
+        except Exception as exc:  # "not yet"; the last one is reported on timeout
+            last_error, value = exc, None
+        else:
+            last_error = None
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            detail = f"; last error: {last_error!r}" if last_error is not None else ""
+            raise AssertionError(f"condition not met within {timeout}s{detail}") from last_error
         time.sleep(every)

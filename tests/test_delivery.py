@@ -386,9 +386,15 @@ def test_log_retention_is_bounded_by_count(
     app, client, owner = stack.app, stack.client, stack.owner
     hook = add_hook(client, owner, "quote", receiver.url())
     for n in range(6):
-        emit(app, owner.bots["quote"], "quote.created", {"n": n})
+        event_id = emit(app, owner.bots["quote"], "quote.created", {"n": n})
         receiver.wait_for(n + 1)
-        wait_until(lambda: deliveries(client, owner, "quote", hook)[0]["status"] != "pending")
+        # the delivery is logged with its first attempt, just after the receiver saw it: wait
+        # for this event's delivery (the newest one may still be the previous event's)
+        def newest_is_done(event_id: str = event_id) -> bool:
+            logged = deliveries(client, owner, "quote", hook)
+            return logged[0]["event_id"] == event_id and logged[0]["status"] != "pending"
+
+        wait_until(newest_is_done)
     logged = deliveries(client, owner, "quote", hook)
     assert len(logged) == 3
     redis = get_state(app).store.redis
