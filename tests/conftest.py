@@ -116,11 +116,19 @@ class Workers:
                 self.env[key] = str(value)
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
+    def start(self, count: int = 1, *, log: Path | None = None
+              ) -> list[subprocess.Popen[bytes]]:
+        """Start ``count`` workers; their stderr (the plugin's log lines) goes to ``log``
+        (appended) when given."""
+        stderr: Any = subprocess.PIPE
+        if log is not None:
+            stderr = log.open("ab")
         started = [subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr,
         ) for _ in range(count)]
+        if log is not None:
+            stderr.close()  # the children hold their own copies
         self.processes.extend(started)
         return started
 

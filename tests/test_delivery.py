@@ -392,7 +392,7 @@ def test_log_retention_is_bounded_by_count(
         # for this event's delivery (the newest one may still be the previous event's)
         def newest_is_done(event_id: str = event_id) -> bool:
             logged = deliveries(client, owner, "quote", hook)
-            return logged[0]["event_id"] == event_id and logged[0]["status"] != "pending"
+            return bool(logged[0]["event_id"] == event_id and logged[0]["status"] != "pending")
 
         wait_until(newest_is_done)
     logged = deliveries(client, owner, "quote", hook)
