@@ -92,6 +92,11 @@ class DeliveryWorker(SimpleWorker):
                  "recorded (a second signal stops at once)", self.name)
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
+    def subscribe(self) -> None:
+        super().subscribe()  # type: ignore[no-untyped-call]
+        if self.pubsub_thread is not None:  # named for the outage WARNING
+            self.pubsub_thread.name = "RQ command listener"
+
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         # RQ ignores a second signal within a second (for worker pools) and then joins the
         # job; a person pressing Ctrl+C twice means "now".

@@ -69,7 +69,7 @@ def all_succeeded(client: FlaskClient, owner: Owner, hook: dict[str, Any], count
 def test_a_busy_worker_rides_out_a_redis_outage_and_delivers_every_event(
     own_redis: RedisServer, receiver: Receiver, tmp_path: Path
 ) -> None:
-    # one host, 4 attempts at once, 0.1 s each: 120 events keep the worker busy for seconds
+    # one host, 4 attempts at once, 0.1 s each: 100 events keep the worker busy for seconds
     app = build(own_redis, WEBHOOKS_MAX_IN_FLIGHT_PER_HOST=4)
     client, owner = app.test_client(), Owner(app, "olga")
     hook = add_hook(client, owner, "quote", receiver.url())
@@ -79,7 +79,7 @@ def test_a_busy_worker_rides_out_a_redis_outage_and_delivers_every_event(
     (worker,) = pool.start(log=log)
     try:
         ids = {get_state(app).emit(owner.bots["quote"], "quote.created", {"n": n})
-               for n in range(120)}
+               for n in range(100)}
         receiver.wait_for(10, timeout=60)  # busy: deliveries are in flight and due
         own_redis.stop()
         with pytest.raises(Unavailable):  # the platform's emit says so, within the timeout
@@ -92,8 +92,9 @@ def test_a_busy_worker_rides_out_a_redis_outage_and_delivers_every_event(
             return {r.headers["webhook-id"] for r in receiver.on("/hook")} >= ids
 
         wait_until(every_event_arrived, timeout=90)
-        assert worker.poll() is None  # the same process did it
-        assert all_succeeded(client, owner, hook, 120) is not None
+        # each delivery recorded succeeded (a moment after its receiver saw it)
+        wait_until(lambda: all_succeeded(client, owner, hook, 100), timeout=30)
+        assert worker.poll() is None  # the same process did it all
         wait_until(lambda: lines(log, OUTAGE_OVER), timeout=30)
         assert len(lines(log, OUTAGE_WARNING)) == 1, log.read_text()
         assert "WARNING" in lines(log, OUTAGE_WARNING)[0]
