@@ -121,8 +121,8 @@ def current_place() -> str:
 
 class RideOut(Retry):
     """redis-py's ``Retry``, forever, with capped jittered backoff, reporting to an
-    :class:`OutageLog`. After :meth:`stop_soon` it gives up ``STOPPING_GRACE`` seconds later,
-    so a worker asked to stop while Redis is away does not wait for Redis forever.
+    :class:`OutageLog`. After :meth:`stop_soon` it gives up once Redis has been failing for
+    ``STOPPING_GRACE`` seconds, so a worker asked to stop does not wait for Redis forever.
 
     redis-py deep-copies the retry object into every client and connection; this one is
     shared instead (``__deepcopy__``), so one process has one outage state.
@@ -132,13 +132,16 @@ class RideOut(Retry):
         super().__init__(ExponentialWithJitterBackoff(cap=cap, base=0.05), -1,
                          supported_errors=REDIS_DOWN)
         self.outage = outage
+        self._stopping = False
         self._give_up_at: float | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> RideOut:
         return self
 
     def stop_soon(self) -> None:
-        self._give_up_at = time.monotonic() + STOPPING_GRACE
+        """The worker is stopping: from now on a call gives up once Redis has failed it for
+        ``STOPPING_GRACE`` seconds."""
+        self._stopping = True
 
     def call_with_retry(
         self,
@@ -155,8 +158,12 @@ class RideOut(Retry):
             fail(error, *count)
             if failures >= 2:
                 self.outage.failed(error, current_place())
-            if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
-                raise error
+            if self._stopping:
+                now = time.monotonic()
+                if self._give_up_at is None:
+                    self._give_up_at = now + STOPPING_GRACE
+                if now >= self._give_up_at:
+                    raise error
 
         result = super().call_with_retry(do, on_failure, is_retryable, with_failure_count)
         if failures:
