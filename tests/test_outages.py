@@ -15,6 +15,7 @@ import pytest
 from chatbot_webhooks import Unavailable, get_state
 from flask import Flask
 from flask.testing import FlaskClient
+from redis import Redis
 
 from tests.conftest import FAST, Owner, Workers, wait_until
 from tests.receiver import Receiver, Reply
@@ -280,3 +281,25 @@ def test_health_routes_are_off_in_a_platform_unless_asked_for(own_redis: RedisSe
     _apps.append(mounted)
     assert mounted.test_client().get("/readyz").get_json()["redis"] == "ok"
     assert mounted.test_client().get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_a_write_refused_as_readonly_after_a_failover_is_503(own_redis: RedisServer) -> None:
+    """The web process still points at the old primary, now a replica: reads work, a write
+    answers READONLY, which is a 503 too (never a 500)."""
+    primary = RedisServer().start()
+    try:
+        owner = Owner(build(primary), "olga")
+        app = build(own_redis)
+        admin = Redis(port=own_redis.port)
+        admin.replicaof("127.0.0.1", primary.port)
+        wait_until(lambda: admin.info("replication")["master_link_status"] == "up")
+        client = app.test_client()
+        listing = f"/api/v1.0/chatbots/{owner.bots['quote']}/webhooks"
+        wait_until(lambda: client.get(listing, headers=owner.headers).status_code == 200)
+        response = client.post(listing, headers=owner.headers,
+                               json={"name": "new", "url": "http://127.0.0.1:9/x"})
+        assert_error(response, 503)
+        assert response.headers["Retry-After"]
+        admin.close()
+    finally:
+        primary.close()
