@@ -28,9 +28,16 @@ _engines: dict[tuple[str, Settings], Engine] = {}
 _worker_settings: Settings | None = None
 
 
-def use_worker_settings(settings: Settings | None) -> None:
-    global _worker_settings
+#: The worker process's client for the delivery loop (set by ``run_worker``): unlike RQ's own
+#: connection, whose read timeout RQ stretches for its long blocking dequeue, it gives up on
+#: a silent connection after a few seconds and makes a new one.
+_worker_redis: Redis | None = None
+
+
+def use_worker_settings(settings: Settings | None, redis: Redis | None = None) -> None:
+    global _worker_settings, _worker_redis
     _worker_settings = settings
+    _worker_redis = redis
 
 
 def engine_for(redis: Redis, settings: Settings) -> Engine:
@@ -52,7 +59,7 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
     if job is None:
         raise RuntimeError("chatbot_webhooks.jobs.pump must run inside an RQ worker")
     chosen = _worker_settings or Settings.from_job_dict(settings)
-    engine = engine_for(job.connection, chosen)
+    engine = engine_for(_worker_redis or job.connection, chosen)
     with place("delivery job"):
         return Pump(engine, pump_id).run()
 

@@ -171,13 +171,14 @@ class RideOut(Retry):
         return result
 
 
-def worker_client(redis: Redis, outage: OutageLog) -> tuple[Redis, RideOut]:
+def worker_client(redis: Redis, retry: RideOut, *, timeout: float | None = None) -> Redis:
     """A client to the same Redis as ``redis`` (same pool settings) whose calls wait out
-    outages; with the retry object, to tell it when the worker stops."""
+    outages through ``retry``; ``timeout`` (seconds) bounds connecting and each answer, so a
+    connection cut off without a reset (a network partition) is given up and made anew."""
     pool = redis.connection_pool
     kwargs = copy.copy(pool.connection_kwargs)
-    retry = RideOut(outage)
     kwargs.update(retry=retry, retry_on_error=list(REDIS_DOWN))
     kwargs.pop("retry_on_timeout", None)
-    new_pool = type(pool)(connection_class=pool.connection_class, **kwargs)
-    return Redis(connection_pool=new_pool), retry
+    if timeout is not None:
+        kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    return Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 HEARTBEAT_TTL = 5.0
+#: The delivery loop's Redis calls wait this many ``WEBHOOKS_REDIS_TIMEOUT`` for an answer
+#: (a batch's script call does real work; a timeout retries it, which costs duplicates).
+WORKER_TIMEOUT_FACTOR = 5
 
 
 class Ticker(threading.Thread):
@@ -129,11 +132,15 @@ def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None
     out outages (see module docstring)."""
     _log_to_stderr()
     name = f"webhooks-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    redis, retry = worker_client(redis, OutageLog())
+    retry = RideOut(OutageLog())
+    # RQ stretches its connection's read timeout for its long blocking dequeue; the delivery
+    # loop and the ticker get a client of their own that gives up on a silent connection.
+    rq_redis = worker_client(redis, retry)
+    redis = worker_client(redis, retry, timeout=WORKER_TIMEOUT_FACTOR * settings.redis_timeout)
     pump.stop_claiming.clear()
-    use_worker_settings(settings)
+    use_worker_settings(settings, redis)
     ticker = Ticker(redis, settings, name)
-    worker = DeliveryWorker([Queue(settings.queue, connection=redis)], connection=redis,
+    worker = DeliveryWorker([Queue(settings.queue, connection=rq_redis)], connection=rq_redis,
                             name=name)
     worker.retry = retry
     try:

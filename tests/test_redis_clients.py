@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from chatbot_webhooks.redis_clients import OutageLog, worker_client
+from chatbot_webhooks.redis_clients import OutageLog, RideOut, worker_client
 from redis import Redis
 
 from tests.redis_server import RedisServer
@@ -35,7 +35,7 @@ def test_readonly_after_a_failover_is_waited_out_with_one_warning_and_one_info(
     primary, replica = two_servers
     admin = Redis(port=replica.port)
     admin.replicaof("127.0.0.1", primary.port)  # writes to it now answer READONLY
-    client, _retry = worker_client(Redis(port=replica.port), OutageLog())
+    client = worker_client(Redis(port=replica.port), RideOut(OutageLog()))
     promote = threading.Timer(1.5, lambda: admin.replicaof("NO", "ONE"))
     caplog.set_level(logging.INFO, LOGGER)
     promote.start()
@@ -54,7 +54,7 @@ def test_a_refused_connection_is_retried_until_redis_is_back(
     two_servers: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, _ = two_servers
-    client, _retry = worker_client(Redis(port=server.port), OutageLog())
+    client = worker_client(Redis(port=server.port), RideOut(OutageLog()))
     server.stop()
     restart = threading.Timer(2.0, server.start)
     caplog.set_level(logging.INFO, LOGGER)
@@ -74,7 +74,7 @@ def test_a_stale_connection_is_retried_without_a_word(
     two_servers: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, _ = two_servers
-    client, _retry = worker_client(Redis(port=server.port), OutageLog())
+    client = worker_client(Redis(port=server.port), RideOut(OutageLog()))
     assert client.set("key", "value")  # a pooled connection
     port = server.port
     server.restart()  # the pooled connection is dead now
@@ -95,7 +95,8 @@ def test_a_stopping_worker_gives_up_on_redis_after_the_grace(
 
     monkeypatch.setattr(redis_clients, "STOPPING_GRACE", 0.5)
     server, _ = two_servers
-    client, retry = worker_client(Redis(port=server.port), OutageLog())
+    retry = RideOut(OutageLog())
+    client = worker_client(Redis(port=server.port), retry)
     server.stop()
     retry.stop_soon()
     with pytest.raises(ConnectionError):
