@@ -116,10 +116,12 @@ class Workers:
                 self.env[key] = str(value)
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, count: int = 1) -> list[subprocess.Popen[bytes]]:
+    def start(self, count: int = 1, *, stderr: Any = subprocess.PIPE
+              ) -> list[subprocess.Popen[bytes]]:
+        """``stderr``: where the workers' log goes (a file to read it while they run)."""
         started = [subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr,
         ) for _ in range(count)]
         self.processes.extend(started)
         return started
