@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -115,13 +116,18 @@ class Workers:
             if key.startswith("WEBHOOKS_"):
                 self.env[key] = str(value)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Any] = []
 
-    def start(self, count: int = 1, *, stderr: Any = subprocess.PIPE
-              ) -> list[subprocess.Popen[bytes]]:
-        """``stderr``: where the workers' log goes (a file to read it while they run)."""
+    def start(self, count: int = 1, *, stderr: Any = None) -> list[subprocess.Popen[bytes]]:
+        """``stderr``: where the workers' log goes (a file to read it while they run); by
+        default a temporary file, never a pipe nobody reads: a worker logging many failed
+        attempts would fill it and block."""
+        log = stderr if stderr is not None else tempfile.TemporaryFile()
+        if stderr is None:
+            self.logs.append(log)
         started = [subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr,
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=log,
         ) for _ in range(count)]
         self.processes.extend(started)
         return started
@@ -136,9 +142,10 @@ class Workers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
-            if process.stderr is not None:
-                process.stderr.close()
         self.processes.clear()
+        for log in self.logs:
+            log.close()
+        self.logs.clear()
 
 
 @pytest.fixture
