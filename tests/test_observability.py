@@ -306,3 +306,28 @@ def test_status_fails_cleanly_when_redis_is_unreachable(app: Flask, flag: list[s
     assert done.returncode == 1
     assert "Redis cannot be reached" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_disabled_webhooks_leave_the_gauge_when_re_registered_or_deleted(
+    app: Flask, client: FlaskClient, alice: Owner,
+) -> None:
+    """The count is kept by the writes themselves: a deactivation adds the webhook, a
+    re-registration on the Karabo route (which re-enables) and a delete take it off."""
+    state = get_state(app)
+    karabo = f"/api/v1.0/chatbot-webhook/{alice.bots['quote']}/"
+    assert client.post(karabo, json={"url": "http://127.0.0.1:9/a"},
+                       headers=alice.headers).status_code == 201
+    named = add_hook(client, alice, "data", "http://127.0.0.1:9/b")
+    default = state.store.webhook_named(alice.bots["quote"], "default")
+    other = state.store.get_endpoint(named["id"])
+    assert default is not None and other is not None
+    for endpoint in (default, other):
+        state.store.deactivate(endpoint, "failing", "2026-12-01T00:00:00Z")
+    assert value(scrape(client), "chatbot_webhooks_webhooks_disabled") == 2
+    assert client.post(karabo, json={"url": "http://127.0.0.1:9/c"},
+                       headers=alice.headers).status_code == 200
+    assert value(scrape(client), "chatbot_webhooks_webhooks_disabled") == 1
+    deleted = client.delete(f"/api/v1.0/chatbots/{alice.bots['data']}/webhooks/{named['id']}",
+                            headers=alice.headers)
+    assert deleted.status_code == 204
+    assert value(scrape(client), "chatbot_webhooks_webhooks_disabled") == 0
