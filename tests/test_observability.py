@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import FAST, ROOT, Owner, Stack, Workers, wait_until
 from tests.receiver import Receiver, Reply
 from tests.redis_server import RedisServer, free_port
-from tests.test_delivery import add_hook, emit, final
+from tests.test_delivery import add_hook, deliveries, emit, final
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -69,15 +70,23 @@ def test_one_scrape_shows_the_counts_of_two_worker_processes(
         emit(app, alice.bots["quote"], "quote.created", {"n": n})
     emit(app, alice.bots["data"], "datapoint.created", {"x": 1})
     final(client, alice, "quote", hook, count=12)
-    final(client, alice, "data", failing, count=1)
+    (failed,) = final(client, alice, "data", failing, count=1)
     wait_until(lambda: counted(app, "finished:failed") == 1)
 
+    # what the logs recorded, classified here on its own: 12 successes and 4 HTTP 500s,
+    # normally (the test receiver may drop a kept-alive connection now and then, which is
+    # logged, and counted, as a connection_error before a retry)
+    logged = Counter("success" if a["status"] == 200 else
+                     "http_error" if a["status"] == 500 else
+                     "timeout" if a["error"] == "timeout" else "connection_error"
+                     for d in [failed, *deliveries(client, alice, "quote", hook)]
+                     for a in d["attempts"])
+    assert logged["success"] == 12 and len(failed["attempts"]) == 4
+    total = sum(logged.values())
     samples = scrape(client)
     attempts = "chatbot_webhooks_delivery_attempts_total"
-    assert value(samples, attempts, outcome="success") == 12
-    assert value(samples, attempts, outcome="http_error") == 4  # 1 attempt + 3 retries
-    for outcome in ("timeout", "connection_error", "refused", "gone"):
-        assert value(samples, attempts, outcome=outcome) == 0
+    for outcome in ("success", "http_error", "timeout", "connection_error", "refused", "gone"):
+        assert value(samples, attempts, outcome=outcome) == logged[outcome]
     finished = "chatbot_webhooks_deliveries_finished_total"
     assert value(samples, finished, status="succeeded") == 12
     assert value(samples, finished, status="failed") == 1
@@ -85,11 +94,12 @@ def test_one_scrape_shows_the_counts_of_two_worker_processes(
     assert value(samples, emitted, event="quote.created") == 12
     assert value(samples, emitted, event="datapoint.created") == 1
     histogram = "chatbot_webhooks_delivery_attempt_duration_seconds"
-    assert value(samples, f"{histogram}_count") == 16
-    assert value(samples, f"{histogram}_bucket", le="+Inf") == 16
-    assert 0 < value(samples, f"{histogram}_sum") < 16 * float(str(FAST["WEBHOOKS_TIMEOUT"]))
+    assert value(samples, f"{histogram}_count") == total
+    assert value(samples, f"{histogram}_bucket", le="+Inf") == total
+    timeout = float(str(FAST["WEBHOOKS_TIMEOUT"]))
+    assert 0 < value(samples, f"{histogram}_sum") < total * timeout
     buckets = [value(samples, f"{histogram}_bucket", le=repr(b)) for b in DURATION_BUCKETS]
-    assert buckets == sorted(buckets) and buckets[-1] == 16  # cumulative, all under 30 s
+    assert buckets == sorted(buckets) and buckets[-1] == total  # cumulative, all under 30 s
     assert value(samples, "chatbot_webhooks_workers") == 1  # B; A said goodbye
     assert value(samples, "chatbot_webhooks_due_deliveries") == 0
     assert value(samples, "chatbot_webhooks_oldest_due_age_seconds") == 0
@@ -168,8 +178,10 @@ def test_a_failed_attempt_logs_one_warning_with_its_fields_as_json(
     secret = "whsec_" + "A" * 32
     hook = add_hook(stack.client, stack.owner, "quote", receiver.url("/fail?token=t0ps3cret"),
                     secret=secret)
-    receiver.script("/fail?token=t0ps3cret", Reply(status=503, body=b"body-not-logged"),
-                    Reply(status=500, body=b"body-not-logged"))
+    close = {"Connection": "close"}  # a fresh connection per attempt: no stale keep-alive
+    receiver.script("/fail?token=t0ps3cret",
+                    Reply(status=503, body=b"body-not-logged", headers=close),
+                    Reply(status=500, body=b"body-not-logged", headers=close))
     event_id = emit(stack.app, stack.owner.bots["quote"], "quote.created", {"n": 1})
     final(stack.client, stack.owner, "quote", hook)
 
