@@ -40,7 +40,9 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from queue import Empty, SimpleQueue
 from typing import Any
 from urllib.parse import urlsplit
@@ -707,6 +709,8 @@ class Pump:
         settings = self.settings
         pipe = self.store.redis.pipeline(transaction=False)
         tally = Tally()
+        #: WARNING lines, written once the batch is recorded (what they say is then stored)
+        warnings: list[Callable[[], None]] = []
         counted: list[tuple[int, Endpoint]] = []
         gone: list[Endpoint] = []
         new, self.later_store = self.later_store, {}
@@ -747,7 +751,7 @@ class Pump:
                     due = now_ms() + int(delay * 1000)
                     delivery.next_attempt_at = utc_iso(due / 1000)
                     self._store_result(pipe, work, PENDING, new, new_due, finished, due)
-                    attempt_failed(work, outcome, label, settings)
+                    warnings.append(partial(attempt_failed, work, outcome, label, settings))
                     continue
                 verdict = Verdict.GIVE_UP
             tally.finished(SUCCEEDED if verdict is Verdict.DELIVERED else FAILED)
@@ -758,11 +762,11 @@ class Pump:
                     self.store.update_endpoint(endpoint, {"failed_deliveries": 0}, pipe=pipe)
             elif verdict is Verdict.GONE:
                 self._store_result(pipe, work, FAILED, new, new_due, finished)
-                answered_gone(work, outcome)
+                warnings.append(partial(answered_gone, work, outcome))
                 gone.append(endpoint)
             else:
                 self._store_result(pipe, work, FAILED, new, new_due, finished)
-                attempt_failed(work, outcome, label, settings)
+                warnings.append(partial(attempt_failed, work, outcome, label, settings))
                 if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
                     self.store.count_failure(pipe, endpoint)
                     counted.append((len(pipe), endpoint))
@@ -786,6 +790,8 @@ class Pump:
             self.store.add_counts(pipe, tally)
         self.store.refresh_pump(pipe, self.pump_id, settings.lease)
         results = pipe.execute()
+        for warn in warnings:
+            warn()
         for position, endpoint in counted:
             failures = int(results[position - 1])
             if failures >= settings.disable_after and endpoint.active:
