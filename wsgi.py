@@ -13,8 +13,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from chatbot_webhooks import ChatbotWebhooks
+from chatbot_webhooks import ChatbotWebhooks, get_state
 from chatbot_webhooks.config import DEFAULTS
+from chatbot_webhooks.logs import configure_logging
 from chatbot_webhooks_zapier import ZapierConnector
 from flask import Flask
 
@@ -25,11 +26,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["WEBHOOKS_REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     app.config["WEBHOOKS_HEALTH_ROUTES"] = True  # GET /healthz and /readyz
+    app.config["WEBHOOKS_METRICS"] = True  # GET /metrics (WEBHOOKS_METRICS=false: off)
     for key in DEFAULTS:
         if key in os.environ:
             app.config[key] = os.environ[key]
     app.config.update(config or {})
     webhooks.init_app(app)
+    # the host's own log lines (and the worker's, which sets them up again for itself);
+    # a root logger configured already (a test runner, a server) is left alone
+    configure_logging(get_state(app).settings.log_format, replace=False)
     ZapierConnector(app)
 
     @app.get("/")

@@ -4,9 +4,10 @@
 
 Starts everything on 127.0.0.1 (a private redis-server, the Node receiver, worker processes),
 measures every scenario in this one run, prints one table and writes bench/RESULTS.md. The
-throughput scenarios run in ``--rounds`` interleaved rounds (ceiling, throughput, hanging,
-fan-out, 50 ms) and report medians, so that a ratio compares measurements taken minutes apart
-at most. Run by hand only: it reports, it never fails anything.
+throughput scenarios run in ``--rounds`` interleaved rounds (ceiling, throughput, throughput
+with metrics counting off, hanging, fan-out, 50 ms) and report medians, so that a ratio
+compares measurements taken minutes apart at most. Run by hand only: it reports, it never
+fails anything.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def main() -> None:
             run("ceiling_sender", lambda: scenarios.ceiling(bench, client="sender"),
                 rounds=True)
             run("throughput", lambda: scenarios.drain(bench, "throughput", 1, 1, 20_000),
+                rounds=True)
+            run("metrics_off", lambda: scenarios.drain(
+                bench, "metrics_off", 1, 1, 20_000, WEBHOOKS_METRICS_COUNTING="false"),
                 rounds=True)
             run("hanging", lambda: scenarios.hanging(bench), rounds=True)
             run("fanout", lambda: scenarios.drain(bench, "fanout", 1, 100, 200), rounds=True)

@@ -74,10 +74,49 @@ def emit(chatbot_id: str, event: str, data: str, conversation_id: str | None) ->
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
     """Run a delivery worker (RQ SimpleWorker + ticker). Run one per core."""
+    from .logs import configure_logging
     from .worker import run_worker
 
     state = get_state()
+    configure_logging(state.settings.log_format, replace=True)
     run_worker(state.store.redis, state.settings, burst=burst)
+
+
+@webhooks_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+def status(as_json: bool) -> None:
+    """Show the fleet: live workers, backlog, lag, disabled webhooks, attempts by outcome.
+    Exits 1 when no worker is alive (usable as a check)."""
+    from redis.exceptions import RedisError
+
+    from .fleet import read_fleet
+
+    try:
+        fleet = read_fleet(get_state().store)
+    except RedisError as exc:
+        raise click.ClickException(f"Redis cannot be reached: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(fleet.to_json(), sort_keys=True))
+    else:
+        click.echo(f"workers alive       {len(fleet.workers)}")
+        if fleet.workers:
+            width = max(len(w.host) for w in fleet.workers)
+            click.echo(f"  {'host':<{width}}  {'pid':>7}  last heartbeat")
+            for one in fleet.workers:
+                click.echo(f"  {one.host:<{width}}  {one.pid:>7}  {one.last_heartbeat} "
+                           f"({one.heartbeat_age_seconds:.1f} s ago)")
+        click.echo(f"due now             {fleet.due_deliveries}")
+        click.echo(f"scheduled retries   {fleet.scheduled_retries}")
+        click.echo(f"oldest due age      {fleet.oldest_due_age_seconds:.1f} s")
+        click.echo(f"disabled webhooks   {fleet.webhooks_disabled}")
+        click.echo("attempts            " + ", ".join(
+            f"{outcome} {count}" for outcome, count in fleet.attempts.items()))
+        click.echo("deliveries finished " + ", ".join(
+            f"{state} {count}" for state, count in fleet.deliveries_finished.items()))
+        if not fleet.workers:
+            click.echo("no worker is alive: start one with `flask webhooks worker`", err=True)
+    if not fleet.workers:
+        sys.exit(1)
 
 
 @webhooks_cli.command("export-openapi")

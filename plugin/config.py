@@ -87,6 +87,24 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "Seconds one delivery job runs at most before handing over to a fresh job.",
     ),
     "WEBHOOKS_USER_AGENT": ("ChatbotWebhooks/0.1", "User-Agent of every delivery."),
+    "WEBHOOKS_METRICS": (
+        False,
+        "Serve Prometheus metrics of the whole fleet (always on in `wsgi.py`).",
+    ),
+    "WEBHOOKS_METRICS_PATH": ("/metrics", "Where the metrics route is mounted."),
+    "WEBHOOKS_METRICS_TOKEN": (
+        "",
+        "When set, the metrics route requires `Authorization: Bearer <token>`.",
+    ),
+    "WEBHOOKS_METRICS_COUNTING": (
+        True,
+        "Workers and `emit` add their counts to Redis (false only to measure what counting "
+        "costs: the counters then stand still).",
+    ),
+    "WEBHOOKS_LOG_FORMAT": (
+        "text",
+        "Log lines of the worker and the runnable host: `text` (key=value fields) or `json`.",
+    ),
 }
 
 
@@ -141,6 +159,11 @@ class Settings:
     pump_linger: float
     pump_max_seconds: float
     user_agent: str
+    metrics: bool
+    metrics_path: str
+    metrics_token: str
+    metrics_counting: bool
+    log_format: str
 
     @property
     def start_within(self) -> float:
@@ -172,11 +195,13 @@ class Settings:
         return cls(**values)
 
 
-_NOT_IN_JOBS = ("platform_key", "redis_url")
+_NOT_IN_JOBS = ("platform_key", "redis_url", "metrics_token")
 
 #: Seconds an attempt may take beyond its timeout and connect timeout until it is recorded
 #: (see :attr:`Settings.start_within`).
 ATTEMPT_SLACK = 1.0
+#: The values WEBHOOKS_LOG_FORMAT accepts.
+LOG_FORMATS = ("text", "json")
 #: The least time a claimed delivery may wait for a thread (``start_within``), in seconds.
 MIN_START_WITHIN = 1.0
 
@@ -186,6 +211,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "health_routes": _bool,
     "require_https": _bool,
     "retry_delays": parse_delays,
+    "metrics": _bool,
+    "metrics_counting": _bool,
 }
 
 
@@ -219,6 +246,10 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
             raise ValueError(f"WEBHOOKS_{name.upper()} must be at least 1")
     if settings.redis_timeout <= 0:
         raise ValueError("WEBHOOKS_REDIS_TIMEOUT must be > 0")
+    if settings.log_format not in LOG_FORMATS:
+        raise ValueError(f"WEBHOOKS_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    if not settings.metrics_path.startswith("/"):
+        raise ValueError("WEBHOOKS_METRICS_PATH must start with /")
     if settings.timeout <= 0 or settings.connect_timeout <= 0:
         raise ValueError("WEBHOOKS_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be > 0")
     if settings.start_within < MIN_START_WITHIN:

@@ -30,6 +30,7 @@ from .host import (
 )
 from .redis_clients import REDIS_DOWN, web_client
 from .store import PENDING, Delivery, Endpoint, Store, now_ms
+from .tally import emitted_field
 
 EXTENSION_KEY = "chatbot-webhooks"
 
@@ -106,7 +107,9 @@ class WebhooksState:
         except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"event data is not JSON: {exc}") from None
         pipe = self.store.redis.pipeline(transaction=False)
-        self.store.add_event(envelope, ttl=self.settings.log_max_age, owner=bot.owner, pipe=pipe)
+        self.store.add_event(envelope, ttl=self.settings.log_max_age, owner=bot.owner,
+                             count=emitted_field(event) if self.settings.metrics_counting
+                             else "", pipe=pipe)
         pump_id = new_id("pump")
         self.store.reserve_pump_in(pipe, pump_id, PUMP_RESERVATION)
         if pipe.execute()[-1] is not None:
@@ -257,6 +260,10 @@ class ChatbotWebhooks:
             from .health import make_blueprint
 
             app.register_blueprint(make_blueprint())
+        if settings.metrics:
+            from .metrics import register_metrics
+
+            register_metrics(app, store, settings)
         app.cli.add_command(webhooks_cli)
         return state
 

@@ -40,7 +40,9 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from queue import Empty, SimpleQueue
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +50,7 @@ from urllib.parse import urlsplit
 from redis import Redis
 from redis.client import Pipeline
 
+from .attempt_log import answered_gone, attempt_failed, deactivated
 from .config import Settings
 from .events import new_id, payload_for, utc_iso
 from .outbound import OutboundSettings, Outcome, Sender
@@ -65,6 +68,7 @@ from .store import (
     now_ms,
     parse_fan_out_item,
 )
+from .tally import Tally
 
 log = logging.getLogger(__name__)
 
@@ -728,6 +732,9 @@ class Pump:
         drop work whose result was never stored."""
         settings = self.settings
         pipe = self.store.redis.pipeline(transaction=False)
+        tally = Tally()
+        #: WARNING lines, written once the batch is recorded (what they say is then stored)
+        warnings: list[Callable[[], None]] = []
         counted: list[tuple[int, Endpoint]] = []
         gone: list[Endpoint] = []
         new, self.later_store = self.later_store, {}
@@ -745,6 +752,7 @@ class Pump:
                                       "error": f"Not sent: {reason}.", "duration_ms": 0.0,
                                       "response": ""})
             self._store_result(pipe, work, FAILED, new, new_due, finished)
+            tally.finished(FAILED)
         self.unsent = []
         self.outstanding -= len(done)
         self.attempted += len(done)
@@ -758,6 +766,7 @@ class Pump:
                 "duration_ms": round(outcome.duration_ms, 1),
                 "response": outcome.body_excerpt[:256],
             })
+            label = tally.attempt(outcome)
             verdict = judge(outcome.status)
             if verdict is Verdict.RETRY:
                 delay = next_delay(len(delivery.attempts), settings.retry_delays,
@@ -766,8 +775,10 @@ class Pump:
                     due = now_ms() + int(delay * 1000)
                     delivery.next_attempt_at = utc_iso(due / 1000)
                     self._store_result(pipe, work, PENDING, new, new_due, finished, due)
+                    warnings.append(partial(attempt_failed, work, outcome, label, settings))
                     continue
                 verdict = Verdict.GIVE_UP
+            tally.finished(SUCCEEDED if verdict is Verdict.DELIVERED else FAILED)
             if verdict is Verdict.DELIVERED:
                 self._store_result(pipe, work, SUCCEEDED, new, new_due, finished)
                 if endpoint.failed_deliveries:
@@ -775,9 +786,11 @@ class Pump:
                     self.store.update_endpoint(endpoint, {"failed_deliveries": 0}, pipe=pipe)
             elif verdict is Verdict.GONE:
                 self._store_result(pipe, work, FAILED, new, new_due, finished)
+                warnings.append(partial(answered_gone, work, outcome))
                 gone.append(endpoint)
             else:
                 self._store_result(pipe, work, FAILED, new, new_due, finished)
+                warnings.append(partial(attempt_failed, work, outcome, label, settings))
                 if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
                     self.store.count_failure(pipe, endpoint)
                     counted.append((len(pipe), endpoint))
@@ -797,14 +810,20 @@ class Pump:
             pipe.zrem(self.store.due_key, *finished)
         if due_at:
             self.store.defer(pipe, due_at)
+        if tally and settings.metrics_counting:
+            self.store.add_counts(pipe, tally)
         self.store.refresh_pump(pipe, self.pump_id, settings.lease)
         results = pipe.execute()
+        for warn in warnings:
+            warn()
         for position, endpoint in counted:
             failures = int(results[position - 1])
             if failures >= settings.disable_after and endpoint.active:
                 self._deactivate(endpoint, (
                     f"Deactivated on {utc_iso()} after {failures} deliveries in a row failed "
                     "every retry. Re-enable it with PATCH {\"active\": true}."))
+                deactivated(endpoint, f"{failures} deliveries in a row failed every retry",
+                            failures=failures)
         for endpoint in gone:
             if endpoint.kind == ZAPIER:
                 self.store.delete_endpoint(endpoint)
@@ -834,8 +853,7 @@ class Pump:
     def _deactivate(self, endpoint: Endpoint, reason: str) -> None:
         endpoint.active = False
         endpoint.disabled_reason = reason
-        self.store.update_endpoint(
-            endpoint, {"active": False, "disabled_reason": reason, "updated_at": utc_iso()})
+        self.store.deactivate(endpoint, reason, utc_iso())
 
     # -- caches ------------------------------------------------------------------------------
     def _load_events(self, event_ids: list[str]) -> None:

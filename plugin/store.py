@@ -26,6 +26,9 @@ Key layout (``p`` is the configured prefix)::
     p doorbell              list   rung on every emit; idle delivery jobs block on it
     p pumps                 zset   running delivery jobs -> lease end (ms)
     p workers               zset   live worker processes -> heartbeat end (ms)
+    p workers:info          hash   worker -> JSON {host, pid, at (ms of its last beat)}
+    p disabled              set    ids of webhooks deactivated by failures or a 410
+    p metrics               hash   the fleet's counters (see chatbot_webhooks.tally)
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from typing import Any, NamedTuple, cast
 from redis import Redis
 from redis.client import Pipeline
 from redis.commands.core import Script
+
+from .tally import DURATION_SUM, Tally
 
 WEBHOOK = "webhook"
 ZAPIER = "zapier"
@@ -252,9 +257,10 @@ redis.call('INCR', KEYS[4])
 return 'ok'
 """
 
-# KEYS: ep hash, bot names hash, bot version. ARGV: id, new name ('' = no rename), then the
-# changed field/value pairs. Reads the current name itself (a caller's copy may be stale) and
-# writes only the given fields, so concurrent changes of different fields never undo each other.
+# KEYS: ep hash, bot names hash, bot version, disabled set. ARGV: id, new name ('' = no
+# rename), then the changed field/value pairs. Reads the current name itself (a caller's copy
+# may be stale) and writes only the given fields, so concurrent changes of different fields
+# never undo each other. An endpoint active again leaves the disabled set.
 _UPDATE_ENDPOINT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
 if ARGV[2] ~= '' then
@@ -269,13 +275,15 @@ if ARGV[2] ~= '' then
   end
 end
 if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+if redis.call('HGET', KEYS[1], 'active') == '1' then redis.call('SREM', KEYS[4], ARGV[1]) end
 redis.call('INCR', KEYS[3])
 return 'ok'
 """
 
-# KEYS: bot names hash, bot eps set, bot version. ARGV: name, ep key prefix, then field/value
-# pairs. Writes the fields of the bot's webhook of this name and returns its id; false if it
-# has none. A name left pointing to a vanished hash is cleared, so the name can be used again.
+# KEYS: bot names hash, bot eps set, bot version, disabled set. ARGV: name, ep key prefix,
+# then field/value pairs. Writes the fields of the bot's webhook of this name and returns its
+# id; false if it has none (one active again leaves the disabled set). A name left pointing
+# to a vanished hash is cleared, so the name can be used again.
 _UPDATE_NAMED = """
 local id = redis.call('HGET', KEYS[1], ARGV[1])
 if not id then return false end
@@ -286,6 +294,7 @@ if redis.call('EXISTS', key) == 0 then
   return false
 end
 redis.call('HSET', key, unpack(ARGV, 3))
+if redis.call('HGET', key, 'active') == '1' then redis.call('SREM', KEYS[4], id) end
 redis.call('INCR', KEYS[3])
 return id
 """
@@ -298,8 +307,8 @@ redis.call('INCR', KEYS[2])
 return failures
 """
 
-# KEYS: ep hash, log, bot eps set, bot names hash, bot version, zapier dedupe key.
-# ARGV: id, delivery key prefix. Index entries are removed only while they point to this id.
+# KEYS: ep hash, log, bot eps set, bot names hash, bot version, zapier dedupe key, disabled
+# set. ARGV: id, delivery key prefix. Index entries are removed only while they point to this id.
 _DELETE_ENDPOINT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local name = redis.call('HGET', KEYS[1], 'name')
@@ -308,6 +317,7 @@ if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', ARGV[2] .. id) end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[7], ARGV[1])
 redis.call('INCR', KEYS[5])
 return 1
 """
@@ -327,9 +337,10 @@ redis.call('INCR', KEYS[3])
 return ARGV[1]
 """
 
-# KEYS: event, recent list, due, doorbell. ARGV: envelope, ttl, recent samples to keep (0: no
-# sample), fan-out member ('': none), now. Stores an event, keeps it as a recent sample, makes
-# it due for fan-out and rings the doorbell (see Store.ring).
+# KEYS: event, recent list, due, doorbell, metrics. ARGV: envelope, ttl, recent samples to
+# keep (0: no sample), fan-out member ('': none), now, counter field ('': not counted). Stores
+# an event, keeps it as a recent sample, makes it due for fan-out, rings the doorbell (see
+# Store.ring) and counts it.
 _ADD_EVENT = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local keep = tonumber(ARGV[3])
@@ -342,6 +353,29 @@ if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
   redis.call('LPUSH', KEYS[4], '1')
   redis.call('LTRIM', KEYS[4], 0, 15)
+end
+if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[6], 1) end
+return 1
+"""
+
+# KEYS: metrics. ARGV: seconds to add to the duration sum, then field/increment pairs.
+_ADD_COUNTS = """
+if tonumber(ARGV[1]) > 0 then redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], ARGV[1]) end
+for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS: workers, workers info. ARGV: worker, heartbeat end (ms), its info (JSON), now (ms).
+# One beat: the worker's end and its host, pid and time. Workers silent for an hour are
+# forgotten (a few per beat), so the two keys stay as small as the fleet.
+_HEARTBEAT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[4]) - 3600000,
+                       'LIMIT', 0, 16)
+for _, name in ipairs(old) do
+  redis.call('ZREM', KEYS[1], name)
+  redis.call('HDEL', KEYS[2], name)
 end
 return 1
 """
@@ -540,10 +574,15 @@ class Store:
         self._save_if_present = redis.register_script(_SAVE_IF_PRESENT)
         self._record_new = redis.register_script(_RECORD_NEW)
         self._add_event = redis.register_script(_ADD_EVENT)
+        self._add_counts = redis.register_script(_ADD_COUNTS)
+        self._heartbeat = redis.register_script(_HEARTBEAT)
         self.due_key = f"{prefix}due"
         self.doorbell_key = f"{prefix}doorbell"
         self.pumps_key = f"{prefix}pumps"
         self.workers_key = f"{prefix}workers"
+        self.workers_info_key = f"{prefix}workers:info"
+        self.disabled_key = f"{prefix}disabled"
+        self.metrics_key = f"{prefix}metrics"
 
     # -- keys --------------------------------------------------------------------------------
     def ep_key(self, endpoint_id: str) -> str:
@@ -595,7 +634,7 @@ class Store:
         pairs = [item for kv in fields.items() for item in (kv[0], _field(kv[1]))]
         found = self._update_named(
             keys=[self.bot_names_key(chatbot_id), self.bot_eps_key(chatbot_id),
-                  self.bot_version_key(chatbot_id)],
+                  self.bot_version_key(chatbot_id), self.disabled_key],
             args=[name, self.ep_key(""), *pairs],
         )
         return _text(found) if found else None
@@ -614,7 +653,7 @@ class Store:
         pairs = [item for kv in fields.items() for item in (kv[0], _field(kv[1]))]
         result = self._update_endpoint(
             keys=[self.ep_key(endpoint.id), self.bot_names_key(endpoint.chatbot_id),
-                  self.bot_version_key(endpoint.chatbot_id)],
+                  self.bot_version_key(endpoint.chatbot_id), self.disabled_key],
             args=[endpoint.id, rename_to, *pairs],
             client=pipe if pipe is not None else self.redis,
         )
@@ -623,6 +662,15 @@ class Store:
         if _text(result) == "name":
             raise NameTaken(rename_to)
         return _text(result) == "ok"
+
+    def deactivate(self, endpoint: Endpoint, reason: str, at: str) -> None:
+        """Deactivate an endpoint for failing (or a 410) and list it as disabled, in one
+        transaction; re-enabling or deleting it takes it off that list."""
+        pipe = self.redis.pipeline(transaction=True)
+        self.update_endpoint(endpoint, {"active": False, "disabled_reason": reason,
+                                        "updated_at": at}, pipe=pipe)
+        pipe.sadd(self.disabled_key, endpoint.id)
+        pipe.execute()
 
     def count_failure(self, pipe: Pipeline, endpoint: Endpoint) -> None:
         """Queue "one more delivery exhausted its retries"; its result is the new count."""
@@ -679,7 +727,7 @@ class Store:
         self._delete_endpoint(
             keys=[self.ep_key(endpoint.id), self.log_key(endpoint.id),
                   self.bot_eps_key(endpoint.chatbot_id), self.bot_names_key(endpoint.chatbot_id),
-                  self.bot_version_key(endpoint.chatbot_id), dedupe],
+                  self.bot_version_key(endpoint.chatbot_id), dedupe, self.disabled_key],
             args=[endpoint.id, f"{self.prefix}dl:"],
         )
 
@@ -696,9 +744,11 @@ class Store:
         owner: str = "",
         recent: int = 25,
         fan_out: bool = True,
+        count: str = "",
         pipe: Pipeline | None = None,
     ) -> None:
-        """Queue an event: stored, remembered as a recent sample, and due for fan-out now.
+        """Queue an event: stored, remembered as a recent sample, and due for fan-out now;
+        ``count`` is the counter field it adds 1 to ('' none, see ``tally.emitted_field``).
 
         Pipelined by the caller (``emit``) together with the job reservation, so the platform
         pays one round trip.
@@ -708,9 +758,9 @@ class Store:
         # one script call instead of seven commands: emit's cost is mostly per command
         _run(self._add_event,
              [self.event_key(event["id"]), self.recent_key(event["chatbot"]["id"], event["event"]),
-              self.due_key, self.doorbell_key],
+              self.due_key, self.doorbell_key, self.metrics_key],
              [body, ttl, max(recent, 0), fan_out_item(event["id"], owner) if fan_out else "",
-              now_ms()], target)
+              now_ms(), count], target)
         if pipe is None:
             target.execute()
 
@@ -853,11 +903,20 @@ class Store:
         first = self.redis.zrange(self.due_key, 0, 0, withscores=True)
         return int(first[0][1]) if first else None
 
-    def heartbeat_worker(self, worker: str, ttl_s: float) -> None:
-        self.redis.zadd(self.workers_key, {worker: now_ms() + int(ttl_s * 1000)})
+    def heartbeat_worker(self, worker: str, ttl_s: float, *, host: str = "",
+                         pid: int = 0) -> None:
+        """Announce a live worker for ``ttl_s`` seconds, with its host, pid and the time (one
+        script call per beat)."""
+        now = now_ms()
+        info = json.dumps({"host": host, "pid": pid, "at": now}, separators=(",", ":"))
+        self._heartbeat(keys=[self.workers_key, self.workers_info_key],
+                        args=[worker, now + int(ttl_s * 1000), info, now])
 
     def forget_worker(self, worker: str) -> None:
-        self.redis.zrem(self.workers_key, worker)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(self.workers_key, worker)
+        pipe.hdel(self.workers_info_key, worker)
+        pipe.execute()
 
     def ping_and_count_workers(self) -> int:
         """PING Redis and count the worker processes with a fresh heartbeat, in one round
@@ -866,3 +925,26 @@ class Store:
         pipe.ping()
         pipe.zcount(self.workers_key, now_ms(), "+inf")
         return int(pipe.execute()[1])
+
+    # -- counters and fleet figures ----------------------------------------------------------
+    def add_counts(self, pipe: Pipeline, tally: Tally) -> None:
+        """Queue a batch's counts (one script call in the batch's own pipeline)."""
+        pairs = [item for kv in tally.counts.items() for item in kv]
+        _run(self._add_counts, [self.metrics_key], [repr(tally.seconds), DURATION_SUM, *pairs],
+             pipe)
+
+    def fleet_readings(self) -> tuple[int, list[Any]]:
+        """What the fleet's figures are made of, read in one pipeline (seven commands, whatever
+        the size of the fleet or the queue): now (ms), then live workers with their heartbeat
+        ends, every worker's info, items due now, items due later, the oldest item due now,
+        the disabled webhooks and the counters."""
+        now = now_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrangebyscore(self.workers_key, now, "+inf", withscores=True)
+        pipe.hgetall(self.workers_info_key)
+        pipe.zcount(self.due_key, "-inf", now)
+        pipe.zcount(self.due_key, f"({now}", "+inf")
+        pipe.zrangebyscore(self.due_key, "-inf", now, start=0, num=1, withscores=True)
+        pipe.scard(self.disabled_key)
+        pipe.hgetall(self.metrics_key)
+        return now, list(pipe.execute())

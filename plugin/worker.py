@@ -56,11 +56,13 @@ class Ticker(threading.Thread):
         self.settings = settings
         self.queue = Queue(settings.queue, connection=redis)
         self.worker_name = name
+        self.host = socket.gethostname()
         self.stopped = threading.Event()
 
     def tick(self) -> bool:
         """One beat; True when it started a delivery job."""
-        self.store.heartbeat_worker(self.worker_name, HEARTBEAT_TTL)
+        self.store.heartbeat_worker(self.worker_name, HEARTBEAT_TTL, host=self.host,
+                                    pid=os.getpid())
         pump_id = new_id("pump")
         if self.store.reserve_pump(pump_id, 30.0, only_if_due=True):
             enqueue_pump(self.queue, self.settings, pump_id)

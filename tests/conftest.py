@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -115,20 +116,22 @@ class Workers:
             if key.startswith("WEBHOOKS_"):
                 self.env[key] = str(value)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Any] = []
 
     def start(self, count: int = 1, *, log: Path | None = None
               ) -> list[subprocess.Popen[bytes]]:
-        """Start ``count`` workers; their stderr (the plugin's log lines) goes to ``log``
-        (appended) when given."""
-        stderr: Any = subprocess.PIPE
-        if log is not None:
-            stderr = log.open("ab")
+        """Start ``count`` workers. Their stderr (the plugin's log lines) goes to ``log``
+        (appended) when given, else to a temporary file: never to a pipe nobody reads, which a
+        worker logging many failed attempts would fill, and block."""
+        sink: Any = log.open("ab") if log is not None else tempfile.TemporaryFile()
         started = [subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr,
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=sink,
         ) for _ in range(count)]
         if log is not None:
-            stderr.close()  # the children hold their own copies
+            sink.close()  # the children hold their own copies
+        else:
+            self.logs.append(sink)
         self.processes.extend(started)
         return started
 
@@ -142,9 +145,10 @@ class Workers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
-            if process.stderr is not None:
-                process.stderr.close()
         self.processes.clear()
+        for log in self.logs:
+            log.close()
+        self.logs.clear()
 
 
 @pytest.fixture
