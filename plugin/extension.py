@@ -90,7 +90,8 @@ class WebhooksState:
             data=data, conversation_id=conversation_id, created_at=utc_iso(),
         )
         try:  # refuse data that cannot be sent as JSON before anything is stored
-            json.dumps(envelope, allow_nan=False)
+            # ensure_ascii=False + encode: a lone surrogate is not UTF-8 (receivers refuse it)
+            json.dumps(envelope, allow_nan=False, ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"event data is not JSON: {exc}") from None
         pipe = self.store.redis.pipeline(transaction=False)

@@ -13,12 +13,24 @@ from .. import events as catalogue
 from ..events import utc_iso
 from ..store import Endpoint
 
-NAME_RULE = validate.Regexp(
+
+class WholeMatch(validate.Regexp):
+    """``Regexp`` that must match the whole value. marshmallow's uses ``re.match``, and ``$``
+    also matches before a trailing newline, so ``"crm\\n"`` passed ``^...$``. The pattern keeps
+    its ``^...$`` form because it is published in the OpenAPI document (ECMA regex)."""
+
+    def __call__(self, value: Any) -> Any:
+        if re.fullmatch(self.regex.pattern, value, self.regex.flags) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+NAME_RULE = WholeMatch(
     r"^[A-Za-z0-9](?:[A-Za-z0-9_.\- ]{0,62}[A-Za-z0-9_.\-])?$",
     error="1-64 characters: letters, digits, space, '_', '-' or '.', starting with a letter "
           "or digit, not ending with a space.",
 )
-PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")  # used with fullmatch
 MAX_PARAMS = 50
 MAX_PARAM_TEXT = 1024
 MAX_URL = 2048
@@ -49,11 +61,13 @@ def check_param_names(params: dict[str, Any]) -> None:
         raise ValidationError(f"At most {MAX_PARAMS} custom parameters.")
     problems: dict[str, list[str]] = {}
     for name in params:
-        if name in catalogue.RESERVED_PARAM_NAMES:
+        # in any case: receivers that fold case (many form tools do) would read "S" as "s"
+        folded = name.lower()
+        if folded in catalogue.RESERVED_PARAM_NAMES:
             problems[name] = ["This name is reserved by the platform."]
-        elif name in catalogue.ENVELOPE_KEYS:
+        elif folded in catalogue.ENVELOPE_KEYS:
             problems[name] = ["This name is a key of the event envelope."]
-        elif not PARAM_NAME.match(name):
+        elif not PARAM_NAME.fullmatch(name):
             problems[name] = ["Names are 1-64 letters, digits, '_' or '-', "
                               "not starting with a digit."]
     if problems:
