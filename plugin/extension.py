@@ -28,6 +28,7 @@ from .host import (
     RedisChatbots,
     as_directory,
 )
+from .limits import RateLimits
 from .store import PENDING, Delivery, Endpoint, Store, now_ms
 
 EXTENSION_KEY = "chatbot-webhooks"
@@ -52,6 +53,7 @@ class WebhooksState:
     builtin_chatbots: RedisChatbots
     api_keys: RedisApiKeys
     queue: Queue
+    limits: RateLimits
 
     # -- lookups -----------------------------------------------------------------------------
     def owned_bot(self, owner: str, chatbot_id: str) -> Chatbot:
@@ -225,6 +227,11 @@ class ChatbotWebhooks:
             builtin_chatbots=builtin_chatbots,
             api_keys=api_keys,
             queue=Queue(settings.queue, connection=conn),
+            limits=RateLimits(
+                conn, settings.key_prefix, test=settings.rate_limit_test,
+                redeliver=settings.rate_limit_redeliver, writes=settings.rate_limit_writes,
+                auth_failures=settings.rate_limit_auth_failures,
+                trusted_proxies=settings.trusted_proxies),
         )
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)

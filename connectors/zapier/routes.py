@@ -16,6 +16,7 @@ from chatbot_webhooks.errors import Invalid
 from chatbot_webhooks.events import is_id
 from chatbot_webhooks.extension import get_state
 from chatbot_webhooks.host import Chatbot
+from chatbot_webhooks.limits import limited
 from chatbot_webhooks.store import ZAPIER
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
@@ -102,6 +103,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/hooks")
     class Hooks(MethodView):
+        @limited("writes")
         @blp.arguments(SubscribeIn())
         @blp.response(201, SubscriptionOut)
         @blp.alt_response(200, schema=SubscriptionOut,
@@ -120,6 +122,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/hooks/<string:subscription_id>")
     class Hook(MethodView):
+        @limited("writes")
         @blp.response(204)
         def delete(self, subscription_id: str) -> None:
             """Unsubscribe. Answers 204 also when it is already gone (or is not yours)."""

@@ -66,7 +66,9 @@ def handle_webhook_error(error: WebhookError) -> ResponseReturnValue:
     from werkzeug.http import HTTP_STATUS_CODES
 
     name = HTTP_STATUS_CODES.get(error.status, "Error")
-    return error_body(error.status, name, error.message, error.errors), error.status
+    retry_after = getattr(error, "retry_after", None)  # a RateLimited (429)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return error_body(error.status, name, error.message, error.errors), error.status, headers
 
 
 def register_api(app: Flask, settings: Settings) -> PluginApi:

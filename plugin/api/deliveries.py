@@ -8,6 +8,7 @@ from flask.views import MethodView
 
 from .. import endpoints
 from ..errors import Invalid
+from ..limits import limited
 from .auth import eligible_bot, require_owner
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import DeliveryOut, DeliveryPage, DeliveryQuery
@@ -39,6 +40,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route(BASE + "/<string:delivery_id>/redeliver")
     class Redeliver(MethodView):
+        @limited("redeliver")
         @blp.response(202, DeliveryOut)
         def post(self, chatbot_id: str, webhook_id: str, delivery_id: str) -> Any:
             """Send the same event (same id) again, as a new delivery."""
