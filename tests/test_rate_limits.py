@@ -24,6 +24,11 @@ def limited_app(make_app: Callable[..., Flask], **limits: Any) -> Flask:
     return make_app(**{**FAST, **limits})
 
 
+def counts(redis: Redis) -> dict[bytes, int]:
+    """The rate-limit counts (moving windows: one list entry per counted request)."""
+    return {key: redis.llen(key) for key in redis.scan_iter(b"whk:limits:*")}
+
+
 def assert_429(response: Any) -> dict[str, Any]:
     body = assert_error(response, 429)
     assert body["status"] == "Too Many Requests"
@@ -60,10 +65,11 @@ def test_test_events_are_limited_per_owner(make_app: Callable[..., Flask], redis
         hooks[owner.name] = f"{base}/{hook.get_json()['id']}/test"
     for _ in range(3):
         assert client.post(hooks["alice"], headers=alice.headers).status_code == 202
-    before = snapshot(redis)
+    before, counted = snapshot(redis), counts(redis)
     body = assert_429(client.post(hooks["alice"], headers=alice.headers))
     assert "test events" in body["message"]
-    assert snapshot(redis) == before  # no delivery, no event, no count
+    assert snapshot(redis) == before  # no delivery, no event
+    assert counts(redis) == counted  # and the refused request is not counted either
     assert client.post(hooks["bob"], headers=bob.headers).status_code == 202  # per owner
 
 
@@ -101,7 +107,7 @@ def test_every_kind_of_write_shares_one_count(make_app: Callable[..., Flask], re
     assert sub.status_code == 201
     assert client.get(one, headers=h).status_code == 200                # reads are free
     assert client.delete(one, headers=h).status_code == 204                             # 7
-    before = snapshot(redis)
+    before, counted = snapshot(redis), counts(redis)
     refused = [
         client.post(base, json={"name": "b", "url": URL}, headers=h),
         client.patch(one, json={"active": True}, headers=h),
@@ -117,6 +123,7 @@ def test_every_kind_of_write_shares_one_count(make_app: Callable[..., Flask], re
     for response in refused:
         assert_429(response)  # before the body is even parsed
     assert snapshot(redis) == before
+    assert counts(redis) == counted
     assert client.post(HOOKS.format(bob.bots["quote"]), json={"name": "b", "url": URL},
                        headers=bob.headers).status_code == 201
 

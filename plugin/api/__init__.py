@@ -22,6 +22,7 @@ from werkzeug.exceptions import (
 from ..config import Settings
 from ..errors import WebhookError
 from . import deliveries, events, registration, webhooks
+from .openapi import ErrorResponses
 
 API_CONFIG_PREFIX = "WEBHOOKS_"
 OPENAPI_PATH = "/api/openapi.json"
@@ -35,7 +36,10 @@ SECURITY_SCHEMES = {
 
 
 class PluginApi(Api):  # type: ignore[misc]
-    """flask-smorest's Api without the app-wide error handler (see module docstring)."""
+    """flask-smorest's Api without the app-wide error handler (see module docstring) and
+    without its catch-all ``default`` response (:mod:`.openapi` lists the real ones)."""
+
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def _register_error_handlers(self) -> None:
         return None
@@ -92,6 +96,9 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
     for key, value in defaults.items():
         app.config.setdefault(API_CONFIG_PREFIX + key, value)
     api = PluginApi(app, config_prefix=API_CONFIG_PREFIX)
+    errors_plugin = ErrorResponses()
+    errors_plugin.init_spec(api.spec)
+    api.spec.plugins.append(errors_plugin)
     for blp in (registration.make_blueprint(), webhooks.make_blueprint(),
                 deliveries.make_blueprint(), events.make_blueprint()):
         register_blueprint(api, blp, settings)

@@ -19,6 +19,7 @@ from ..extension import WebhooksState
 from ..limits import limited
 from ..store import Endpoint
 from .auth import eligible_bot, require_owner
+from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import KaraboAdded, KaraboShown, KaraboUpdated, Message, UrlIn
 
@@ -44,6 +45,7 @@ def make_blueprint() -> Blueprint:
     @blp.route("/chatbot-webhook/<string:unique_id>/", strict_slashes=False)
     class ChatbotWebhook(MethodView):
         @limited("writes")
+        @may_answer(409)
         @blp.arguments(UrlIn())
         @blp.alt_response(201, schema=KaraboAdded, description="The webhook was created.")
         @blp.alt_response(200, schema=KaraboUpdated, description="The URL was updated.")

@@ -34,6 +34,12 @@ PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")  # used with fullmatch
 MAX_PARAMS = 50
 MAX_PARAM_TEXT = 1024
 MAX_URL = 2048
+#: What the OpenAPI document says a custom parameter value is (what ``Scalar`` enforces).
+SCALAR_DOC = {"nullable": True, "anyOf": [
+    {"type": "string", "maxLength": MAX_PARAM_TEXT}, {"type": "number"}, {"type": "boolean"}]}
+#: The shape ``signing.secret_key`` accepts (whsec_ + base64 of 24-64 bytes).
+SECRET_DOC = {"pattern": r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$",
+              "description": "whsec_<base64 of 24-64 bytes>; generated when left out."}
 
 
 class StrictBool(fields.Boolean):
@@ -46,7 +52,8 @@ class StrictBool(fields.Boolean):
 
 
 class Scalar(fields.Raw):
-    """A custom parameter value: string, number, boolean or null."""
+    """A custom parameter value: string, number, boolean or null (documented as exactly that:
+    see :data:`SCALAR_DOC`)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if value is not None and not isinstance(value, str | int | float | bool):
@@ -121,8 +128,9 @@ class WebhookBase(Schema):
         metadata={"description": "Events to receive (default: all the bot's type sends)."},
     )
     custom_params = fields.Dict(
-        keys=fields.String(), values=Scalar(allow_none=True),
-        metadata={"description": "Added as top-level keys to every payload. Reserved: "
+        keys=fields.String(), values=Scalar(allow_none=True, metadata=SCALAR_DOC),
+        metadata={"description": "Added as top-level keys to every payload. Reserved (in any "
+                                 "case): "
                                  + ", ".join(sorted(catalogue.REFUSED_PARAM_NAMES))},
     )
     active = StrictBool()
@@ -135,10 +143,7 @@ class WebhookBase(Schema):
 class WebhookCreate(WebhookBase):
     name = fields.String(required=True, validate=NAME_RULE)
     url = url_field(required=True)
-    secret = fields.String(
-        validate=validate.Length(max=200),
-        metadata={"description": "whsec_<base64 of 24-64 bytes>; generated when left out."},
-    )
+    secret = fields.String(validate=validate.Length(max=200), metadata=SECRET_DOC)
 
 
 class WebhookUpdate(WebhookBase):
@@ -146,7 +151,7 @@ class WebhookUpdate(WebhookBase):
 
 
 class SecretIn(Schema):
-    secret = fields.String(validate=validate.Length(max=200))
+    secret = fields.String(validate=validate.Length(max=200), metadata=SECRET_DOC)
 
 
 class WebhookOut(Schema):

@@ -9,6 +9,7 @@ from flask.views import MethodView
 from .. import endpoints
 from ..limits import limited
 from .auth import eligible_bot, require_owner
+from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import (
     DeliveryOut,
@@ -35,6 +36,7 @@ def make_blueprint() -> Blueprint:
             return {"data": [present_webhook(w) for w in state.store.webhooks_of(bot.id)]}
 
         @limited("writes")
+        @may_answer(409)
         @blp.arguments(WebhookCreate())
         @blp.response(201, WebhookWithSecret)
         def post(self, body: dict[str, Any], chatbot_id: str) -> dict[str, Any]:
@@ -52,6 +54,7 @@ def make_blueprint() -> Blueprint:
             return present_webhook(endpoints.get_webhook(state.store, bot, webhook_id))
 
         @limited("writes")
+        @may_answer(409)
         @blp.arguments(WebhookUpdate())
         @blp.response(200, WebhookOut)
         def patch(self, body: dict[str, Any], chatbot_id: str, webhook_id: str
