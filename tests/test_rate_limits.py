@@ -206,3 +206,22 @@ def test_forwarded_addresses_count_only_behind_trusted_proxies(
     someone_else = proxy.get(me, headers={**alice.headers,
                                           "X-Forwarded-For": "1.1.1.1, 198.51.100.8"})
     assert someone_else.status_code == (200 if forwarded_apart else 429)
+
+
+def test_counts_use_the_plugins_own_redis_connection(make_app: Callable[..., Flask]) -> None:
+    """Same pool, so a connection the platform passed in (and its timeouts) is reused."""
+    from chatbot_webhooks import get_state
+
+    state = get_state(make_app(**FAST))
+    storage = state.limits._limiter.storage
+    assert storage.storage.connection_pool is state.store.redis.connection_pool  # type: ignore[attr-defined]
+
+
+def test_redis_errors_are_not_swallowed(make_app: Callable[..., Flask]) -> None:
+    """No fail-open: with Redis gone the limiter's error propagates (the plugin's Redis error
+    handling answers it); the request is never let through unlimited."""
+    import redis as redis_py
+
+    app = make_app(**FAST, WEBHOOKS_REDIS_URL="redis://127.0.0.1:9/0")
+    with pytest.raises(redis_py.ConnectionError):
+        app.test_client().get(f"{Z}/me", headers={"Authorization": "Bearer whk_x"})
