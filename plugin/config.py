@@ -105,6 +105,22 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "text",
         "Log lines of the worker and the runnable host: `text` (key=value fields) or `json`.",
     ),
+    "WEBHOOKS_RATE_LIMIT_TEST": ("10/minute", "Test events one owner may send (429 above)."),
+    "WEBHOOKS_RATE_LIMIT_REDELIVER": ("30/minute", "Redeliveries one owner may ask for."),
+    "WEBHOOKS_RATE_LIMIT_WRITES": (
+        "120/minute",
+        "Creates, changes and deletes of webhooks and Zapier subscriptions by one owner.",
+    ),
+    "WEBHOOKS_RATE_LIMIT_AUTH_FAILURES": (
+        "60/minute",
+        "Failed authentications (401) from one client address; past it every authenticated "
+        "request from there is 429 until the window has room again.",
+    ),
+    "WEBHOOKS_TRUSTED_PROXIES": (
+        0,
+        "Proxies in front of the app whose `X-Forwarded-For` is trusted for the client address "
+        "(0: the peer address; leave 0 if the platform applies `ProxyFix` itself).",
+    ),
 }
 
 
@@ -117,6 +133,18 @@ def _bool(value: Any) -> bool:
     if text in {"", "0", "false", "no", "off"}:
         return False
     raise ValueError(f"not a boolean: {value!r}")
+
+
+def parse_rate_limit(value: Any) -> str:
+    """Check a limit such as ``"10/minute"`` or ``"100 per hour"`` (``ValueError`` if not)."""
+    from limits import parse
+
+    text = str(value).strip()
+    try:
+        parse(text)
+    except ValueError as exc:
+        raise ValueError(f"not a rate limit (like '10/minute'): {value!r}") from exc
+    return text
 
 
 def parse_delays(value: Any) -> tuple[float, ...]:
@@ -164,6 +192,11 @@ class Settings:
     metrics_token: str
     metrics_counting: bool
     log_format: str
+    rate_limit_test: str
+    rate_limit_redeliver: str
+    rate_limit_writes: str
+    rate_limit_auth_failures: str
+    trusted_proxies: int
 
     @property
     def start_within(self) -> float:
@@ -213,6 +246,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "retry_delays": parse_delays,
     "metrics": _bool,
     "metrics_counting": _bool,
+    "rate_limit_test": parse_rate_limit,
+    "rate_limit_redeliver": parse_rate_limit,
+    "rate_limit_writes": parse_rate_limit,
+    "rate_limit_auth_failures": parse_rate_limit,
 }
 
 
@@ -250,6 +287,8 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         raise ValueError(f"WEBHOOKS_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     if not settings.metrics_path.startswith("/"):
         raise ValueError("WEBHOOKS_METRICS_PATH must start with /")
+    if settings.trusted_proxies < 0:
+        raise ValueError("WEBHOOKS_TRUSTED_PROXIES must be 0 or more")
     if settings.timeout <= 0 or settings.connect_timeout <= 0:
         raise ValueError("WEBHOOKS_TIMEOUT and WEBHOOKS_CONNECT_TIMEOUT must be > 0")
     if settings.start_within < MIN_START_WITHIN:

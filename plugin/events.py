@@ -90,13 +90,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{os.urandom(9).hex()}"
 
 
-_ID = re.compile(r"^[a-z]{2,4}_[0-9a-f]{18}$")
+_ID = re.compile(r"[a-z]{2,4}_[0-9a-f]{18}")  # fullmatch: "$" would let "...\n" through
 
 
 def is_id(value: str, prefix: str) -> bool:
     """Whether ``value`` has the shape of an id made by :func:`new_id` with ``prefix``. Ids
     from a URL are checked before they become part of a Redis key."""
-    return value.startswith(prefix + "_") and _ID.match(value) is not None
+    return value.startswith(prefix + "_") and _ID.fullmatch(value) is not None
 
 
 def utc_iso(ts: float | None = None) -> str:

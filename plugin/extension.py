@@ -28,6 +28,7 @@ from .host import (
     RedisChatbots,
     as_directory,
 )
+from .limits import RateLimits
 from .redis_clients import REDIS_DOWN, web_client
 from .store import PENDING, Delivery, Endpoint, Store, now_ms
 from .tally import emitted_field
@@ -54,6 +55,7 @@ class WebhooksState:
     builtin_chatbots: RedisChatbots
     api_keys: RedisApiKeys
     queue: Queue
+    limits: RateLimits
 
     # -- lookups -----------------------------------------------------------------------------
     def owned_bot(self, owner: str, chatbot_id: str) -> Chatbot:
@@ -103,7 +105,8 @@ class WebhooksState:
             data=data, conversation_id=conversation_id, created_at=utc_iso(),
         )
         try:  # refuse data that cannot be sent as JSON before anything is stored
-            json.dumps(envelope, allow_nan=False)
+            # ensure_ascii=False + encode: a lone surrogate is not UTF-8 (receivers refuse it)
+            json.dumps(envelope, allow_nan=False, ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"event data is not JSON: {exc}") from None
         pipe = self.store.redis.pipeline(transaction=False)
@@ -248,6 +251,11 @@ class ChatbotWebhooks:
             builtin_chatbots=builtin_chatbots,
             api_keys=api_keys,
             queue=Queue(settings.queue, connection=conn),
+            limits=RateLimits(
+                conn, settings.key_prefix, test=settings.rate_limit_test,
+                redeliver=settings.rate_limit_redeliver, writes=settings.rate_limit_writes,
+                auth_failures=settings.rate_limit_auth_failures,
+                trusted_proxies=settings.trusted_proxies),
         )
         app.extensions[EXTENSION_KEY] = state
         self._states.append(state)

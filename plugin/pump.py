@@ -747,7 +747,8 @@ class Pump:
             loaded = self._events.get(delivery.event_id)
             reason = ("the webhook was deleted" if endpoint is _GONE else
                       "the event has expired" if loaded is None else
-                      f"the webhook is inactive: {endpoint.disabled_reason or 'disabled'}")
+                      f"the webhook is inactive: {endpoint.disabled_reason or 'disabled'}"
+                      ).rstrip(".")  # a reason may end with its own full stop
             delivery.attempts.append({"at": stamp, "status": None,
                                       "error": f"Not sent: {reason}.", "duration_ms": 0.0,
                                       "response": ""})

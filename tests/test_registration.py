@@ -23,9 +23,12 @@ URL = "http://127.0.0.1:9/hook"
 
 
 def snapshot(redis: Redis) -> dict[bytes, Any]:
-    """Every key with its value, to prove that a refused request changed nothing."""
+    """Every key with its value, to prove that a refused request changed nothing. Rate-limit
+    counts (``whk:limits:...``) are left out: they count every attempt, refused ones too."""
     out: dict[bytes, Any] = {}
     for key in redis.scan_iter():
+        if key.startswith(b"whk:limits:"):
+            continue
         kind = redis.type(key)
         if kind == b"hash":
             out[key] = redis.hgetall(key)

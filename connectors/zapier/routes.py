@@ -10,12 +10,14 @@ from typing import Any
 from chatbot_webhooks import events as catalogue
 from chatbot_webhooks.api import register_blueprint
 from chatbot_webhooks.api.auth import caller, require_owner
+from chatbot_webhooks.api.openapi import may_answer
 from chatbot_webhooks.api.parsing import PluginBlueprint as Blueprint
 from chatbot_webhooks.endpoints import subscribe
 from chatbot_webhooks.errors import Invalid
 from chatbot_webhooks.events import is_id
 from chatbot_webhooks.extension import get_state
 from chatbot_webhooks.host import Chatbot
+from chatbot_webhooks.limits import limited
 from chatbot_webhooks.store import ZAPIER
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
@@ -35,7 +37,9 @@ def load_sample(event: str) -> dict[str, Any]:
 
 class SubscribeIn(Schema):
     target_url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
-    event = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    # enforced by subscribe() (422 for any other); documented as the enum it is
+    event = fields.String(required=True, validate=validate.Length(min=1, max=100),
+                          metadata={"enum": list(catalogue.ALL_EVENTS)})
     chatbot_id = fields.String(required=True, validate=validate.Length(min=1, max=200))
 
 
@@ -102,6 +106,8 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/hooks")
     class Hooks(MethodView):
+        @limited("writes")
+        @may_answer(403, 404, 409)
         @blp.arguments(SubscribeIn())
         @blp.response(201, SubscriptionOut)
         @blp.alt_response(200, schema=SubscriptionOut,
@@ -120,6 +126,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/hooks/<string:subscription_id>")
     class Hook(MethodView):
+        @limited("writes")
         @blp.response(204)
         def delete(self, subscription_id: str) -> None:
             """Unsubscribe. Answers 204 also when it is already gone (or is not yours)."""
@@ -130,6 +137,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/zapier/samples/<string:event>")
     class Samples(MethodView):
+        @may_answer(403, 404)
         @blp.arguments(SampleQuery(), location="query")
         @blp.doc(responses={"200": {
             "description": "Events in the delivered payload shape, newest first.",

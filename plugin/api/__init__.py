@@ -12,12 +12,18 @@ from typing import Any, cast
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
-from werkzeug.exceptions import HTTPException, UnsupportedMediaType, default_exceptions
+from werkzeug.exceptions import (
+    HTTPException,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+    default_exceptions,
+)
 
 from ..config import Settings
 from ..errors import Unavailable, WebhookError
 from ..redis_clients import REDIS_DOWN
 from . import deliveries, events, registration, webhooks
+from .openapi import ErrorResponses
 
 API_CONFIG_PREFIX = "WEBHOOKS_"
 OPENAPI_PATH = "/api/openapi.json"
@@ -31,7 +37,10 @@ SECURITY_SCHEMES = {
 
 
 class PluginApi(Api):  # type: ignore[misc]
-    """flask-smorest's Api without the app-wide error handler (see module docstring)."""
+    """flask-smorest's Api without the app-wide error handler (see module docstring) and
+    without its catch-all ``default`` response (:mod:`.openapi` lists the real ones)."""
+
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
     def _register_error_handlers(self) -> None:
         return None
@@ -62,8 +71,8 @@ def handle_webhook_error(error: WebhookError) -> ResponseReturnValue:
     from werkzeug.http import HTTP_STATUS_CODES
 
     name = HTTP_STATUS_CODES.get(error.status, "Error")
-    headers = ({"Retry-After": str(error.retry_after)} if isinstance(error, Unavailable)
-               else {})
+    retry_after = getattr(error, "retry_after", None)  # Unavailable (503), RateLimited (429)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     return error_body(error.status, name, error.message, error.errors), error.status, headers
 
 
@@ -96,9 +105,13 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
     for key, value in defaults.items():
         app.config.setdefault(API_CONFIG_PREFIX + key, value)
     api = PluginApi(app, config_prefix=API_CONFIG_PREFIX)
+    errors_plugin = ErrorResponses()
+    errors_plugin.init_spec(api.spec)
+    api.spec.plugins.append(errors_plugin)
     for blp in (registration.make_blueprint(), webhooks.make_blueprint(),
                 deliveries.make_blueprint(), events.make_blueprint()):
         register_blueprint(api, blp, settings)
+    keep_slashes(app, api._make_doc_blueprint_name())  # /api/openapi.json, /api/docs
     _scope_routing_errors(app, (settings.url_prefix, "/api/"))
     return api
 
@@ -117,11 +130,43 @@ def register_blueprint(api: PluginApi, blp: Blueprint, settings: Settings) -> No
 
     @blp.before_request
     def _limit_body() -> None:
-        request.max_content_length = limit
-        if request.content_length and not request.is_json:
+        check_body_size(limit)
+        if has_body() and not request.is_json:
             raise UnsupportedMediaType("Send the body as JSON (Content-Type: application/json).")
 
     api.register_blueprint(blp, url_prefix=settings.url_prefix)
+    keep_slashes(api._app, blp.name)
+
+
+def has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", "").lower()
+
+
+def check_body_size(limit: int) -> None:
+    """413 for a body over ``limit`` bytes however it is framed.
+
+    With ``Content-Length`` Werkzeug refuses it itself. Without one (chunked, de-chunked by a
+    server that sets ``wsgi.input_terminated``, as Werkzeug's development server does) it
+    only stops reading at the limit, so a longer body arrived cut off and was parsed as if
+    whole. Reading one byte past the limit tells the two apart; at most ``limit + 1`` bytes
+    are ever read.
+    """
+    if request.content_length is not None:
+        request.max_content_length = limit
+        return
+    request.max_content_length = limit + 1
+    if len(request.get_data(cache=True)) > limit:
+        raise RequestEntityTooLarge(f"The body is larger than {limit} bytes.")
+
+
+def keep_slashes(app: Flask, blueprint: str) -> None:
+    """No slash merging for our routes: Werkzeug answers ``//`` in a path with an HTML 308
+    built from the Host header, outside the JSON contract; unmerged, the path simply does
+    not match and our JSON 404 answers. The platform's own routes keep the app's setting."""
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(blueprint + "."):
+            rule.merge_slashes = False
 
 
 def _scope_routing_errors(app: Flask, prefixes: tuple[str, ...]) -> None:

@@ -16,8 +16,11 @@ def require_owner(blp: Blueprint) -> Blueprint:
 
     @blp.before_request
     def _authenticate() -> None:
-        owner = get_state().identify(request)
+        state = get_state()
+        state.limits.refuse_blocked_address(request)
+        owner = state.identify(request)
         if not owner:
+            state.limits.count_auth_failure(request)
             abort(401, message="Missing or invalid API key. Send 'Authorization: Bearer <key>' "
                                "or 'X-API-Key: <key>'.")
         g.webhooks_owner = owner

@@ -8,7 +8,9 @@ from flask.views import MethodView
 
 from .. import endpoints
 from ..errors import Invalid
+from ..limits import limited
 from .auth import eligible_bot, require_owner
+from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import DeliveryOut, DeliveryPage, DeliveryQuery
 
@@ -39,6 +41,8 @@ def make_blueprint() -> Blueprint:
 
     @blp.route(BASE + "/<string:delivery_id>/redeliver")
     class Redeliver(MethodView):
+        @limited("redeliver")
+        @may_answer(410)
         @blp.response(202, DeliveryOut)
         def post(self, chatbot_id: str, webhook_id: str, delivery_id: str) -> Any:
             """Send the same event (same id) again, as a new delivery."""

@@ -3,7 +3,9 @@
 Python's ``json`` accepts ``NaN``, ``Infinity`` and ``1e999`` (which becomes ``inf``); none of
 them is JSON, and storing one would later be delivered as a body receivers cannot parse. Deep
 nesting makes the decoder raise ``RecursionError``, which would surface as a 500. Both become a
-plain 400 here, for every blueprint built on :class:`PluginBlueprint`.
+plain 400 here, for every blueprint built on :class:`PluginBlueprint`. So does a lone UTF-16
+surrogate (``"\\ud800"``): ``json`` decodes the escape into a string that is not Unicode text,
+which would be stored and delivered, and strict parsers on the receiving side reject it.
 """
 
 from __future__ import annotations
@@ -29,15 +31,42 @@ def _finite(text: str) -> float:
     return value
 
 
+def _refuse_lone_surrogates(value: Any) -> None:
+    """Raise ``ValueError`` if any string (key or value) in ``value`` holds a lone surrogate.
+    Iterative: the decoder already bounds the nesting, this walk must not add a limit."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings: Any = (item,)
+        elif isinstance(item, dict):
+            strings = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+                                 ) from None
+
+
 def strict_loads(data: bytes | str) -> Any:
-    """``json.loads`` that refuses NaN/Infinity/out-of-range numbers and absurd nesting.
+    """``json.loads`` that refuses NaN/Infinity/out-of-range numbers, lone surrogates and
+    absurd nesting.
 
     Errors carry a non-empty ``doc``: webargs reads an empty one as "there was no body".
     """
     doc = "<request body>"
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        _refuse_lone_surrogates(value)
+        return value
     except RecursionError:
         raise json.JSONDecodeError("nesting is too deep", doc, 0) from None
     except UnicodeDecodeError as exc:

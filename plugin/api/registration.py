@@ -16,8 +16,10 @@ from flask.views import MethodView
 from .. import endpoints
 from ..errors import NotFound
 from ..extension import WebhooksState
+from ..limits import limited
 from ..store import Endpoint
 from .auth import eligible_bot, require_owner
+from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import KaraboAdded, KaraboShown, KaraboUpdated, Message, UrlIn
 
@@ -42,6 +44,8 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/chatbot-webhook/<string:unique_id>/", strict_slashes=False)
     class ChatbotWebhook(MethodView):
+        @limited("writes")
+        @may_answer(409)
         @blp.arguments(UrlIn())
         @blp.alt_response(201, schema=KaraboAdded, description="The webhook was created.")
         @blp.alt_response(200, schema=KaraboUpdated, description="The URL was updated.")
@@ -62,6 +66,7 @@ def make_blueprint() -> Blueprint:
             return {"chatbot_id": webhook.chatbot_id, "webhook_id": webhook.id,
                     "url": webhook.url, "active": webhook.active, "events": webhook.events}
 
+        @limited("writes")
         @blp.response(200, Message)
         def delete(self, unique_id: str) -> dict[str, Any]:
             """Remove the chatbot's webhook."""

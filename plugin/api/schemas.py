@@ -13,15 +13,33 @@ from .. import events as catalogue
 from ..events import utc_iso
 from ..store import Endpoint
 
-NAME_RULE = validate.Regexp(
+
+class WholeMatch(validate.Regexp):
+    """``Regexp`` that must match the whole value. marshmallow's uses ``re.match``, and ``$``
+    also matches before a trailing newline, so ``"crm\\n"`` passed ``^...$``. The pattern keeps
+    its ``^...$`` form because it is published in the OpenAPI document (ECMA regex)."""
+
+    def __call__(self, value: Any) -> Any:
+        if re.fullmatch(self.regex.pattern, value, self.regex.flags) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+NAME_RULE = WholeMatch(
     r"^[A-Za-z0-9](?:[A-Za-z0-9_.\- ]{0,62}[A-Za-z0-9_.\-])?$",
     error="1-64 characters: letters, digits, space, '_', '-' or '.', starting with a letter "
           "or digit, not ending with a space.",
 )
-PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")  # used with fullmatch
 MAX_PARAMS = 50
 MAX_PARAM_TEXT = 1024
 MAX_URL = 2048
+#: What the OpenAPI document says a custom parameter value is (what ``Scalar`` enforces).
+SCALAR_DOC = {"nullable": True, "anyOf": [
+    {"type": "string", "maxLength": MAX_PARAM_TEXT}, {"type": "number"}, {"type": "boolean"}]}
+#: The shape ``signing.secret_key`` accepts (whsec_ + base64 of 24-64 bytes).
+SECRET_DOC = {"pattern": r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$",
+              "description": "whsec_<base64 of 24-64 bytes>; generated when left out."}
 
 
 class StrictBool(fields.Boolean):
@@ -34,7 +52,8 @@ class StrictBool(fields.Boolean):
 
 
 class Scalar(fields.Raw):
-    """A custom parameter value: string, number, boolean or null."""
+    """A custom parameter value: string, number, boolean or null (documented as exactly that:
+    see :data:`SCALAR_DOC`)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if value is not None and not isinstance(value, str | int | float | bool):
@@ -49,11 +68,13 @@ def check_param_names(params: dict[str, Any]) -> None:
         raise ValidationError(f"At most {MAX_PARAMS} custom parameters.")
     problems: dict[str, list[str]] = {}
     for name in params:
-        if name in catalogue.RESERVED_PARAM_NAMES:
+        # in any case: receivers that fold case (many form tools do) would read "S" as "s"
+        folded = name.lower()
+        if folded in catalogue.RESERVED_PARAM_NAMES:
             problems[name] = ["This name is reserved by the platform."]
-        elif name in catalogue.ENVELOPE_KEYS:
+        elif folded in catalogue.ENVELOPE_KEYS:
             problems[name] = ["This name is a key of the event envelope."]
-        elif not PARAM_NAME.match(name):
+        elif not PARAM_NAME.fullmatch(name):
             problems[name] = ["Names are 1-64 letters, digits, '_' or '-', "
                               "not starting with a digit."]
     if problems:
@@ -107,8 +128,9 @@ class WebhookBase(Schema):
         metadata={"description": "Events to receive (default: all the bot's type sends)."},
     )
     custom_params = fields.Dict(
-        keys=fields.String(), values=Scalar(allow_none=True),
-        metadata={"description": "Added as top-level keys to every payload. Reserved: "
+        keys=fields.String(), values=Scalar(allow_none=True, metadata=SCALAR_DOC),
+        metadata={"description": "Added as top-level keys to every payload. Reserved (in any "
+                                 "case): "
                                  + ", ".join(sorted(catalogue.REFUSED_PARAM_NAMES))},
     )
     active = StrictBool()
@@ -121,10 +143,7 @@ class WebhookBase(Schema):
 class WebhookCreate(WebhookBase):
     name = fields.String(required=True, validate=NAME_RULE)
     url = url_field(required=True)
-    secret = fields.String(
-        validate=validate.Length(max=200),
-        metadata={"description": "whsec_<base64 of 24-64 bytes>; generated when left out."},
-    )
+    secret = fields.String(validate=validate.Length(max=200), metadata=SECRET_DOC)
 
 
 class WebhookUpdate(WebhookBase):
@@ -132,7 +151,7 @@ class WebhookUpdate(WebhookBase):
 
 
 class SecretIn(Schema):
-    secret = fields.String(validate=validate.Length(max=200))
+    secret = fields.String(validate=validate.Length(max=200), metadata=SECRET_DOC)
 
 
 class WebhookOut(Schema):

@@ -7,7 +7,9 @@ from typing import Any
 from flask.views import MethodView
 
 from .. import endpoints
+from ..limits import limited
 from .auth import eligible_bot, require_owner
+from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import (
     DeliveryOut,
@@ -33,6 +35,8 @@ def make_blueprint() -> Blueprint:
             state, bot = eligible_bot(chatbot_id)
             return {"data": [present_webhook(w) for w in state.store.webhooks_of(bot.id)]}
 
+        @limited("writes")
+        @may_answer(409)
         @blp.arguments(WebhookCreate())
         @blp.response(201, WebhookWithSecret)
         def post(self, body: dict[str, Any], chatbot_id: str) -> dict[str, Any]:
@@ -49,6 +53,8 @@ def make_blueprint() -> Blueprint:
             state, bot = eligible_bot(chatbot_id)
             return present_webhook(endpoints.get_webhook(state.store, bot, webhook_id))
 
+        @limited("writes")
+        @may_answer(409)
         @blp.arguments(WebhookUpdate())
         @blp.response(200, WebhookOut)
         def patch(self, body: dict[str, Any], chatbot_id: str, webhook_id: str
@@ -59,6 +65,7 @@ def make_blueprint() -> Blueprint:
             return present_webhook(
                 endpoints.update_webhook(state.store, state.settings, bot, webhook, body))
 
+        @limited("writes")
         @blp.response(204)
         def delete(self, chatbot_id: str, webhook_id: str) -> None:
             """Delete a webhook and its delivery log."""
@@ -67,6 +74,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/rotate-secret")
     class RotateSecret(MethodView):
+        @limited("writes")
         @blp.arguments(SecretIn(), required=False)
         @blp.response(200, WebhookWithSecret)
         def post(self, body: dict[str, Any], chatbot_id: str, webhook_id: str
@@ -80,6 +88,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/test")
     class TestEvent(MethodView):
+        @limited("test")
         @blp.response(202, DeliveryOut)
         def post(self, chatbot_id: str, webhook_id: str) -> Any:
             """Send a ``webhook.test`` event to this webhook now."""
