@@ -5,6 +5,7 @@ Tests fail when they drift from the code; regenerate the spec with
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -40,6 +41,18 @@ def test_spec_documents_every_route(client: FlaskClient) -> None:
 def test_docs_page_is_served(client: FlaskClient) -> None:
     page = client.get("/api/docs")
     assert page.status_code == 200 and b"swagger" in page.data.lower()
+
+
+def test_docs_load_every_asset_from_the_app_itself(client: FlaskClient) -> None:
+    """Offline docs: each src/href of the page is a path on this app, and it answers 200."""
+    page = client.get("/api/docs").get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(assets) >= 3, page
+    for asset in assets:
+        assert asset.startswith("/") and not asset.startswith("//"), asset
+        with client.get(asset) as got:  # a file response: close it
+            assert got.status_code == 200 and len(got.data) > 1000, asset
+    assert "validatorUrl" in page  # no call to validator.swagger.io
 
 
 @pytest.mark.parametrize("event", [*catalogue.ALL_EVENTS, catalogue.TEST_EVENT])

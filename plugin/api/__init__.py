@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException, UnsupportedMediaType, default_exc
 
 from ..config import Settings
 from ..errors import WebhookError
-from . import deliveries, events, registration, webhooks
+from . import deliveries, docs, events, registration, webhooks
 
 API_CONFIG_PREFIX = "WEBHOOKS_"
 OPENAPI_PATH = "/api/openapi.json"
@@ -73,7 +73,8 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
         "OPENAPI_URL_PREFIX": "/api",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "docs",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        "OPENAPI_SWAGGER_UI_URL": docs.ASSETS_URL,  # our own copy, no CDN
+        "OPENAPI_SWAGGER_UI_CONFIG": docs.UI_CONFIG,
         "API_SPEC_OPTIONS": {
             "info": {"description": "Register webhooks for chatbots and receive signed "
                                     "events. Errors always have the shape "
@@ -85,6 +86,8 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
     for key, value in defaults.items():
         app.config.setdefault(API_CONFIG_PREFIX + key, value)
     api = PluginApi(app, config_prefix=API_CONFIG_PREFIX)
+    if app.config[API_CONFIG_PREFIX + "OPENAPI_SWAGGER_UI_URL"] == docs.ASSETS_URL:
+        docs.register_assets(app)
     for blp in (registration.make_blueprint(), webhooks.make_blueprint(),
                 deliveries.make_blueprint(), events.make_blueprint()):
         register_blueprint(api, blp, settings)
