@@ -1,7 +1,9 @@
 """``flask webhooks ...``: manage the built-in chatbots and API keys, emit, run workers.
 
 Commands whose output a script reads (``create-key``, ``emit``) print that value alone on their
-last line.
+last line. ``add-chatbot`` and the key commands manage the built-in directory and API keys only:
+in an app that brings its own chatbot lookup or caller identity they refuse (exit 1), because
+what they wrote would never be read.
 """
 
 from __future__ import annotations
@@ -13,10 +15,23 @@ import click
 from flask.cli import AppGroup
 
 from . import events as catalogue
-from .extension import UnknownChatbot, get_state
+from .extension import UnknownChatbot, WebhooksState, get_state
 from .host import Chatbot
 
 webhooks_cli = AppGroup("webhooks", help="Chatbot webhooks: bots, keys, events, workers.")
+
+OWN_LOOKUP = ("this app finds chatbots with its own lookup (ChatbotWebhooks(chatbots=...)), "
+              "so a bot added to the built-in directory would never be found; add it in the "
+              "platform instead.")
+OWN_IDENTITY = ("this app identifies callers itself (ChatbotWebhooks(identity=...)), so a "
+                "built-in API key would never be accepted; callers use the platform's own "
+                "sign-in or tokens.")
+
+
+def _builtin_keys(state: WebhooksState) -> WebhooksState:
+    if not state.uses_builtin_keys:
+        raise click.ClickException(OWN_IDENTITY)
+    return state
 
 
 @webhooks_cli.command("add-chatbot")
@@ -29,7 +44,10 @@ webhooks_cli = AppGroup("webhooks", help="Chatbot webhooks: bots, keys, events, 
 @click.option("--name", default="", help="A human name.")
 def add_chatbot(chatbot_id: str, bot_type: str, owner: str, name: str) -> None:
     """Add or replace a chatbot in the built-in directory."""
-    get_state().builtin_chatbots.add(Chatbot(chatbot_id, bot_type, owner, name))
+    state = get_state()
+    if not state.uses_builtin_chatbots:
+        raise click.ClickException(OWN_LOOKUP)
+    state.builtin_chatbots.add(Chatbot(chatbot_id, bot_type, owner, name))
     note = "" if catalogue.is_eligible(bot_type) else " (this type cannot have webhooks)"
     click.echo(f"chatbot {chatbot_id} ({bot_type}, owner {owner}) saved{note}")
 
@@ -38,7 +56,7 @@ def add_chatbot(chatbot_id: str, bot_type: str, owner: str, name: str) -> None:
 @click.argument("owner")
 def create_key(owner: str) -> None:
     """Create an API key for OWNER; the key is printed once, alone on the last line."""
-    key = get_state().api_keys.create(owner)
+    key = _builtin_keys(get_state()).api_keys.create(owner)
     click.echo(f"API key for {owner} (store it now: only its hash is kept):")
     click.echo(key)
 
@@ -47,7 +65,7 @@ def create_key(owner: str) -> None:
 @click.argument("key")
 def revoke_key(key: str) -> None:
     """Revoke an API key."""
-    if not get_state().api_keys.revoke(key):
+    if not _builtin_keys(get_state()).api_keys.revoke(key):
         raise click.ClickException("no such key")
     click.echo("revoked")
 
@@ -63,9 +81,14 @@ def emit(chatbot_id: str, event: str, data: str, conversation_id: str | None) ->
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="DATA") from None
+    state = get_state()
     try:
-        event_id = get_state().emit(chatbot_id, event, payload, conversation_id=conversation_id)
-    except (UnknownChatbot, catalogue.EventNotAllowed, TypeError) as exc:
+        event_id = state.emit(chatbot_id, event, payload, conversation_id=conversation_id)
+    except UnknownChatbot as exc:
+        where = ("the built-in directory (flask webhooks add-chatbot)"
+                 if state.uses_builtin_chatbots else "this app's own chatbot lookup")
+        raise click.ClickException(f"{exc} It was looked up in {where}.") from None
+    except (catalogue.EventNotAllowed, TypeError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(event_id)
 

@@ -2,7 +2,8 @@
 
 The catalogue is data, not code paths: which bot types may register webhooks, and which events
 each type may send. Everything that validates an event name (registration, emit, Zapier) reads
-these tables, so adding an event is a one-line change here plus its JSON Schema in ``schemas/``.
+these tables, so adding an event is a one-line change here plus its JSON Schema and sample in
+``data/`` (copied to ``schemas/``, see :mod:`chatbot_webhooks.published`).
 """
 
 from __future__ import annotations

@@ -57,6 +57,16 @@ class WebhooksState:
     queue: Queue
     limits: RateLimits
 
+    @property
+    def uses_builtin_chatbots(self) -> bool:
+        """True unless the platform gave its own chatbot lookup (``chatbots=``)."""
+        return self.chatbots is self.builtin_chatbots
+
+    @property
+    def uses_builtin_keys(self) -> bool:
+        """True unless the platform gave its own caller identity (``identity=``)."""
+        return self.identify == self.api_keys.identify
+
     # -- lookups -----------------------------------------------------------------------------
     def owned_bot(self, owner: str, chatbot_id: str) -> Chatbot:
         """The caller's bot, or 404. Another owner's bot is reported exactly like a missing

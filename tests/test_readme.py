@@ -24,3 +24,31 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "\nscripts/test\n" in README
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
     assert "\nscripts/demo\n" in README
+
+
+def readme_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route the README shows: table rows and curl lines."""
+    routes: list[tuple[str, str]] = re.findall(
+        r"`(GET|POST|PUT|PATCH|DELETE) (/api/[^`?\s]*)", README)
+    for line in README.splitlines():
+        found = re.search(r"\$BASE(/[^\s\"?]*)", line)
+        if found and line.lstrip().startswith("curl"):
+            method = re.search(r"-X (\w+)", line)
+            routes.append((method[1] if method else "GET", "/api/v1.0" + found[1]))
+    return routes
+
+
+def test_every_route_in_the_readme_exists() -> None:
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+    from wsgi import create_app
+
+    routes = readme_routes()
+    assert len(routes) >= 20 and ("GET", "/api/v1.0/zapier/me") in routes
+    adapter = create_app().url_map.bind("localhost")
+    for method, path in routes:
+        concrete = re.sub(r"<[^>]+>|\.\.\.", "x1", path)
+        try:
+            adapter.match(concrete, method=method)
+        except (NotFound, MethodNotAllowed) as exc:
+            raise AssertionError(f"README shows {method} {path}: {exc.name}") from None

@@ -1,10 +1,7 @@
-"""The ``/zapier/...`` routes (see the package docstring)."""
+"""The ``/api/v1.0/zapier/...`` routes (see the package docstring)."""
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from chatbot_webhooks import events as catalogue
@@ -18,6 +15,7 @@ from chatbot_webhooks.events import is_id
 from chatbot_webhooks.extension import get_state
 from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.limits import limited
+from chatbot_webhooks.published import sample_event
 from chatbot_webhooks.store import ZAPIER
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
@@ -25,14 +23,13 @@ from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "samples"
 MAX_SAMPLES = 10
 
 
-@cache
 def load_sample(event: str) -> dict[str, Any]:
-    """The published sample payload of ``event`` (``schemas/samples/<event>.json``)."""
-    return json.loads((SAMPLES_DIR / f"{event}.json").read_text())  # type: ignore[no-any-return]
+    """The published sample payload of ``event``, from the data the plugin package carries
+    (``chatbot_webhooks/data/samples/<event>.json``; ``schemas/samples/`` is its copy)."""
+    return sample_event(event)
 
 
 class SubscribeIn(Schema):

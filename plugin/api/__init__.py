@@ -22,7 +22,7 @@ from werkzeug.exceptions import (
 from ..config import Settings
 from ..errors import Unavailable, WebhookError
 from ..redis_clients import REDIS_DOWN
-from . import deliveries, events, registration, webhooks
+from . import deliveries, docs, events, registration, webhooks
 from .openapi import ErrorResponses
 
 API_CONFIG_PREFIX = "WEBHOOKS_"
@@ -93,7 +93,8 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
         "OPENAPI_URL_PREFIX": "/api",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "docs",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        "OPENAPI_SWAGGER_UI_URL": docs.ASSETS_URL,  # our own copy, no CDN
+        "OPENAPI_SWAGGER_UI_CONFIG": docs.UI_CONFIG,
         "API_SPEC_OPTIONS": {
             "info": {"description": "Register webhooks for chatbots and receive signed "
                                     "events. Errors always have the shape "
@@ -108,6 +109,8 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
     errors_plugin = ErrorResponses()
     errors_plugin.init_spec(api.spec)
     api.spec.plugins.append(errors_plugin)
+    if app.config[API_CONFIG_PREFIX + "OPENAPI_SWAGGER_UI_URL"] == docs.ASSETS_URL:
+        docs.register_assets(app)
     for blp in (registration.make_blueprint(), webhooks.make_blueprint(),
                 deliveries.make_blueprint(), events.make_blueprint()):
         register_blueprint(api, blp, settings)

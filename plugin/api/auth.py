@@ -21,11 +21,19 @@ def require_owner(blp: Blueprint) -> Blueprint:
         owner = state.identify(request)
         if not owner:
             state.limits.count_auth_failure(request)
-            abort(401, message="Missing or invalid API key. Send 'Authorization: Bearer <key>' "
-                               "or 'X-API-Key: <key>'.")
+            abort(401, message=_unauthenticated_message(state))
         g.webhooks_owner = owner
 
     return blp
+
+
+def _unauthenticated_message(state: WebhooksState) -> str:
+    """Name the header forms only for the built-in keys; a platform's identity accepts what the
+    platform decides (a session cookie, its own tokens), which the plugin cannot know."""
+    if state.uses_builtin_keys:
+        return ("Missing or invalid API key. Send 'Authorization: Bearer <key>' "
+                "or 'X-API-Key: <key>'.")
+    return "Not authenticated: sign in to the platform or send its credentials."
 
 
 def require_platform(blp: Blueprint) -> Blueprint:
