@@ -218,10 +218,19 @@ def test_counts_use_the_plugins_own_redis_connection(make_app: Callable[..., Fla
 
 
 def test_redis_errors_are_not_swallowed(make_app: Callable[..., Flask]) -> None:
-    """No fail-open: with Redis gone the limiter's error propagates (the plugin's Redis error
-    handling answers it); the request is never let through unlimited."""
-    import redis as redis_py
+    """No fail-open: with Redis gone the limiter's error propagates to the plugin's Redis
+    error handling, which answers 503; the request is never let through unlimited."""
+    from chatbot_webhooks import ChatbotWebhooks
+    from chatbot_webhooks_zapier import ZapierConnector
 
-    app = make_app(**FAST, WEBHOOKS_REDIS_URL="redis://127.0.0.1:9/0")
-    with pytest.raises(redis_py.ConnectionError):
-        app.test_client().get(f"{Z}/me", headers={"Authorization": "Bearer whk_x"})
+    # A platform identity that asks no Redis: on /zapier/me the limiter is the only Redis user,
+    # so a limiter that failed open would answer 200 here.
+    app = Flask(__name__)
+    app.config.update(FAST, WEBHOOKS_REDIS_URL="redis://127.0.0.1:9/0",
+                      WEBHOOKS_REDIS_TIMEOUT=0.5)
+    ChatbotWebhooks(app, chatbots=lambda _id: None, identity=lambda _request: "alice")
+    ZapierConnector(app)
+    response = app.test_client().get(f"{Z}/me")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert response.get_json()["code"] == 503
