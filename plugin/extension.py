@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_app_context
 from redis import Redis
@@ -29,6 +29,9 @@ from .host import (
     as_directory,
 )
 from .store import PENDING, Delivery, Endpoint, Store, now_ms
+
+if TYPE_CHECKING:
+    from .portal.links import PortalKeys
 
 EXTENSION_KEY = "chatbot-webhooks"
 
@@ -52,6 +55,8 @@ class WebhooksState:
     builtin_chatbots: RedisChatbots
     api_keys: RedisApiKeys
     queue: Queue
+    #: Signs portal links and cookies; None while the portal is off.
+    portal: PortalKeys | None = None
 
     # -- lookups -----------------------------------------------------------------------------
     def owned_bot(self, owner: str, chatbot_id: str) -> Chatbot:
@@ -61,6 +66,14 @@ class WebhooksState:
         if bot is None or bot.owner != owner:
             raise NotFound(f"No chatbot '{chatbot_id}'.")
         return bot
+
+    def portal_link(self, owner: str, chatbot_id: str | None = None, ttl: int | None = None
+                    ) -> str:
+        """A one-time portal URL for ``owner`` (only ``chatbot_id`` when given), valid ``ttl``
+        seconds (default ``WEBHOOKS_PORTAL_LINK_TTL``)."""
+        if self.portal is None:
+            raise RuntimeError("The portal is off: set WEBHOOKS_PORTAL_PREFIX to mount it.")
+        return self.portal.link(owner, chatbot_id, ttl)
 
     # -- events ------------------------------------------------------------------------------
     def emit(
@@ -232,6 +245,10 @@ class ChatbotWebhooks:
         from .cli import webhooks_cli
 
         register_api(app, settings)
+        if settings.portal_prefix:
+            from .portal import register_portal
+
+            state.portal = register_portal(app, state)
         app.cli.add_command(webhooks_cli)
         return state
 
@@ -244,6 +261,11 @@ class ChatbotWebhooks:
             "ChatbotWebhooks.emit needs an app context when the extension serves several apps "
             "(or none yet)."
         )
+
+    def portal_link(self, owner: str, chatbot_id: str | None = None, ttl: int | None = None
+                    ) -> str:
+        """A one-time portal URL; see :meth:`WebhooksState.portal_link`."""
+        return self._state().portal_link(owner, chatbot_id, ttl)
 
     def emit(
         self,
