@@ -335,3 +335,21 @@ def test_bot_deliveries_cover_every_webhook_newest_first_with_paging_and_status(
     assert client.get(API.format(alice.bots["faq"]) + "/deliveries",
                       headers=alice.headers).status_code == 403
     assert client.get(f"{url}/deliveries").status_code == 401
+
+
+def test_bot_page_shows_the_karabo_default_webhook_and_filters_failed(
+    app: Flask, client: FlaskClient, alice: Owner,
+) -> None:
+    bot = alice.bots["quote"]
+    registered = client.post(f"/api/v1.0/chatbot-webhook/{bot}/", headers=alice.headers,
+                             json={"url": "http://127.0.0.1:9/karabo"})
+    assert registered.status_code in (200, 201), registered.get_data(as_text=True)
+    open_portal(app, client, "alice")
+    state = get_state(app)
+    default = state.store.webhooks_of(bot)[0]
+    pending = state.send_test(state.chatbots.get(bot), default)  # type: ignore[arg-type]
+    page = client.get(f"/portal/bots/{bot}").get_data(as_text=True)
+    assert f'/webhooks/{default.id}">default</a>' in page
+    assert pending.id in page
+    failed_only = client.get(f"/portal/bots/{bot}?status=failed").get_data(as_text=True)
+    assert pending.id not in failed_only and "No failed deliveries." in failed_only
