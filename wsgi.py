@@ -27,6 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["WEBHOOKS_REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     app.config["WEBHOOKS_HEALTH_ROUTES"] = True  # GET /healthz and /readyz
     app.config["WEBHOOKS_METRICS"] = True  # GET /metrics (WEBHOOKS_METRICS=false: off)
+    app.config["WEBHOOKS_PORTAL_PREFIX"] = "/portal"
     for key in DEFAULTS:
         if key in os.environ:
             app.config[key] = os.environ[key]
@@ -40,7 +41,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     @app.get("/")
     def index() -> dict[str, str]:
         return {"service": "chatbot-webhooks", "openapi": "/api/openapi.json",
-                "docs": "/api/docs"}
+                "docs": "/api/docs", "portal": app.config["WEBHOOKS_PORTAL_PREFIX"]}
 
     return app
 

@@ -1,9 +1,9 @@
 """``flask webhooks ...``: manage the built-in chatbots and API keys, emit, run workers.
 
-Commands whose output a script reads (``create-key``, ``emit``) print that value alone on their
-last line. ``add-chatbot`` and the key commands manage the built-in directory and API keys only:
-in an app that brings its own chatbot lookup or caller identity they refuse (exit 1), because
-what they wrote would never be read.
+Commands whose output a script reads (``create-key``, ``emit``, ``portal-link``) print that
+value alone on their last line. ``add-chatbot`` and the key commands manage the built-in
+directory and API keys only: in an app that brings its own chatbot lookup or caller identity
+they refuse (exit 1), because what they wrote would never be read.
 """
 
 from __future__ import annotations
@@ -68,6 +68,24 @@ def revoke_key(key: str) -> None:
     if not _builtin_keys(get_state()).api_keys.revoke(key):
         raise click.ClickException("no such key")
     click.echo("revoked")
+
+
+@webhooks_cli.command("portal-link")
+@click.argument("owner")
+@click.option("--chatbot", "chatbot_id", default=None, help="Open only this chatbot.")
+@click.option("--ttl", type=click.IntRange(min=1), default=None,
+              help="Seconds the link stays valid (default WEBHOOKS_PORTAL_LINK_TTL).")
+def portal_link(owner: str, chatbot_id: str | None, ttl: int | None) -> None:
+    """Print a one-time portal link for OWNER; the URL is alone on the last line."""
+    state = get_state()
+    try:
+        link = state.portal_link(owner, chatbot_id, ttl)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    lifetime = ttl or state.settings.portal_link_ttl
+    scope = f"chatbot {chatbot_id} of {owner}" if chatbot_id else owner
+    click.echo(f"Portal link for {scope} (works once, for {lifetime} s):")
+    click.echo(link)
 
 
 @webhooks_cli.command("emit")

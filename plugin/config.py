@@ -121,6 +121,29 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "Proxies in front of the app whose `X-Forwarded-For` is trusted for the client address "
         "(0: the peer address; leave 0 if the platform applies `ProxyFix` itself).",
     ),
+    "WEBHOOKS_PORTAL_PREFIX": (
+        "",
+        "Where the site-owner portal (HTML pages) is mounted; empty turns it off. `wsgi.py` "
+        "mounts it at `/portal`.",
+    ),
+    "WEBHOOKS_PUBLIC_URL": (
+        "http://127.0.0.1:5000",
+        "Scheme, host and port owners reach this app at; portal links start with it.",
+    ),
+    "WEBHOOKS_PORTAL_LINK_TTL": (900, "Seconds a portal link stays valid (it works once)."),
+    "WEBHOOKS_PORTAL_SESSION_TTL": (
+        28800,
+        "Seconds a portal session opened by a link lasts (its cookie's lifetime).",
+    ),
+    "WEBHOOKS_PORTAL_FRAME_ANCESTORS": (
+        "'self'",
+        "CSP `frame-ancestors` of portal pages: the origins that may embed it in an iframe.",
+    ),
+    "WEBHOOKS_PORTAL_SECRET_KEY": (
+        "",
+        "Key that signs portal links and cookies when the app has no `SECRET_KEY`; when both "
+        "are empty a random key is made once and kept in Redis (shared by every web process).",
+    ),
 }
 
 
@@ -197,6 +220,12 @@ class Settings:
     rate_limit_writes: str
     rate_limit_auth_failures: str
     trusted_proxies: int
+    portal_prefix: str
+    public_url: str
+    portal_link_ttl: int
+    portal_session_ttl: int
+    portal_frame_ancestors: str
+    portal_secret_key: str
 
     @property
     def start_within(self) -> float:
@@ -228,7 +257,7 @@ class Settings:
         return cls(**values)
 
 
-_NOT_IN_JOBS = ("platform_key", "redis_url", "metrics_token")
+_NOT_IN_JOBS = ("platform_key", "redis_url", "metrics_token", "portal_secret_key")
 
 #: Seconds an attempt may take beyond its timeout and connect timeout until it is recorded
 #: (see :attr:`Settings.start_within`).
@@ -259,7 +288,8 @@ def _field_name(key: str) -> str:
 
 #: Counts that make no sense at zero (0 threads, a log of 0 that trims every new delivery...).
 _AT_LEAST_ONE = ("max_body_bytes", "concurrency", "max_in_flight_per_host", "batch_size",
-                 "log_max_per_webhook", "log_max_age", "max_response_bytes", "disable_after")
+                 "log_max_per_webhook", "log_max_age", "max_response_bytes", "disable_after",
+                 "portal_link_ttl", "portal_session_ttl")
 
 
 def settings_from_config(config: Mapping[str, Any]) -> Settings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_app_context
 from redis import Redis
@@ -32,6 +32,9 @@ from .limits import RateLimits
 from .redis_clients import REDIS_DOWN, web_client
 from .store import PENDING, Delivery, Endpoint, Store, now_ms
 from .tally import emitted_field
+
+if TYPE_CHECKING:
+    from .portal.links import PortalKeys
 
 EXTENSION_KEY = "chatbot-webhooks"
 
@@ -56,6 +59,8 @@ class WebhooksState:
     api_keys: RedisApiKeys
     queue: Queue
     limits: RateLimits
+    #: Signs portal links and cookies; None while the portal is off.
+    portal: PortalKeys | None = None
 
     @property
     def uses_builtin_chatbots(self) -> bool:
@@ -75,6 +80,14 @@ class WebhooksState:
         if bot is None or bot.owner != owner:
             raise NotFound(f"No chatbot '{chatbot_id}'.")
         return bot
+
+    def portal_link(self, owner: str, chatbot_id: str | None = None, ttl: int | None = None
+                    ) -> str:
+        """A one-time portal URL for ``owner`` (only ``chatbot_id`` when given), valid ``ttl``
+        seconds (default ``WEBHOOKS_PORTAL_LINK_TTL``)."""
+        if self.portal is None:
+            raise RuntimeError("The portal is off: set WEBHOOKS_PORTAL_PREFIX to mount it.")
+        return self.portal.link(owner, chatbot_id, ttl)
 
     # -- events ------------------------------------------------------------------------------
     def emit(
@@ -282,6 +295,10 @@ class ChatbotWebhooks:
             from .metrics import register_metrics
 
             register_metrics(app, store, settings)
+        if settings.portal_prefix:
+            from .portal import register_portal
+
+            state.portal = register_portal(app, state)
         app.cli.add_command(webhooks_cli)
         return state
 
@@ -294,6 +311,11 @@ class ChatbotWebhooks:
             "ChatbotWebhooks.emit needs an app context when the extension serves several apps "
             "(or none yet)."
         )
+
+    def portal_link(self, owner: str, chatbot_id: str | None = None, ttl: int | None = None
+                    ) -> str:
+        """A one-time portal URL; see :meth:`WebhooksState.portal_link`."""
+        return self._state().portal_link(owner, chatbot_id, ttl)
 
     def emit(
         self,

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, cast
 
@@ -825,6 +825,62 @@ class Store:
         found = [d for d in self.get_deliveries(ids[:limit]) if d is not None]
         return found, len(ids) > limit
 
+    def merged_log(
+        self, endpoint_ids: Sequence[str], *, limit: int, starting_after: str | None = None,
+        status: str | None = None,
+    ) -> tuple[list[Delivery], bool]:
+        """Newest first across the logs of several endpoints (a bot's webhooks and
+        subscriptions), in the order :meth:`delivery_log` uses for one: by creation time, then
+        by id. ``starting_after`` is the last delivery of the previous page (``KeyError`` when
+        it is in none of these logs); ``status`` keeps only deliveries in that state.
+
+        The logs are walked together page by page (two commands per endpoint per page, in one
+        pipeline), so no merged copy is ever written; a ``status`` filter reads further until
+        the page is full or the logs end.
+        """
+        cursor: tuple[float, str] | None = None
+        if starting_after:
+            known = self.get_delivery(starting_after)
+            score = (self.redis.zscore(self.log_key(known.endpoint_id), starting_after)
+                     if known is not None and known.endpoint_id in endpoint_ids else None)
+            if score is None:
+                raise KeyError(starting_after)
+            cursor = (float(score), starting_after)
+        found: list[Delivery] = []
+        batch = limit + 1 if status is None else max(limit + 1, 100)
+        while True:
+            ids = self._merged_ids(endpoint_ids, cursor, batch)
+            for delivery in self.get_deliveries([i for _, i in ids]):
+                if delivery is None or (status is not None and delivery.status != status):
+                    continue
+                if len(found) == limit:
+                    return found, True
+                found.append(delivery)
+            if len(ids) < batch:
+                return found, False
+            cursor = ids[-1]
+            batch = min(batch * 2, 1000)
+
+    def _merged_ids(
+        self, endpoint_ids: Sequence[str], cursor: tuple[float, str] | None, count: int
+    ) -> list[tuple[float, str]]:
+        """The next ``count`` (score, id) of the merged logs after ``cursor``, newest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for endpoint_id in endpoint_ids:
+            key = self.log_key(endpoint_id)
+            if cursor is None:
+                pipe.zrevrange(key, 0, count - 1, withscores=True)
+            else:  # same-time entries after the cursor's id, then every older one
+                pipe.zrangebyscore(key, cursor[0], cursor[0], withscores=True)
+                pipe.zrevrangebyscore(key, f"({cursor[0]!r}", "-inf", start=0, num=count,
+                                      withscores=True)
+        rows = [(float(score), _text(member)) for result in pipe.execute()
+                for member, score in result]
+        if cursor is not None:
+            rows = [r for r in rows if r[0] < cursor[0] or r[1] < cursor[1]]
+        rows.sort(reverse=True)
+        return rows[:count]
+
     def save_delivery(
         self, pipe: Pipeline, delivery: Delivery, *, item: str = "", due_ms: int | None = None
     ) -> None:
@@ -858,6 +914,18 @@ class Store:
         for delivery_id in delivery_ids:
             pipe.exists(self.delivery_key(delivery_id))
         return {d for d, n in zip(delivery_ids, pipe.execute(), strict=True) if n}
+
+    # -- portal ------------------------------------------------------------------------------
+    def shared_key(self, name: str, make: Callable[[], str]) -> str:
+        """A random key kept in Redis, the same for every process: the first to ask makes it."""
+        key = f"{self.prefix}key:{name}"
+        self.redis.set(key, make(), nx=True)
+        return _text(self.redis.get(key))
+
+    def use_once(self, token_id: str, ttl_s: int) -> bool:
+        """Record ``token_id`` as used for ``ttl_s`` seconds; False if it was used before."""
+        return bool(self.redis.set(f"{self.prefix}used:{token_id}", b"1", nx=True,
+                                   ex=max(int(ttl_s), 1)))
 
     # -- work queue --------------------------------------------------------------------------
     def claim(self, limit: int, lease_s: float) -> list[Claimed]:

@@ -216,6 +216,10 @@ def main() -> int:
               f"  curl -H 'X-API-Key: {key}' {base}/api/v1.0/chatbot-webhook/{BOT}/\n"
               f"  REDIS_URL={url} .venv/bin/flask --app wsgi webhooks emit {BOT} "
               f"quote.created '{{\"total\": 5}}'")
+        env_link = {**env, "WEBHOOKS_PUBLIC_URL": base}
+        link = flask(env_link, "webhooks", "portal-link", OWNER)
+        print(f"\nThe portal (open in a browser; the link works once, for 15 minutes):\n"
+              f"  {link}")
         if options.once:
             return 0
         print("\nRunning; Ctrl-C stops the web server, the worker and the receiver.")

@@ -32,6 +32,10 @@ def test_demo_delivers_and_verifies(redis_server: RedisServer) -> None:
     assert "201" in done.stdout and "New Webhook has been added" in done.stdout
     assert "signature verified" in done.stdout
     assert "REJECTED" not in done.stdout
+    web = re.search(r"^Web:\s+(http://127\.0\.0\.1:\d+)", done.stdout, re.M)
+    assert web, done.stdout
+    assert re.search(rf"^  {re.escape(web.group(1))}/portal/link\?token=\S+$", done.stdout,
+                     re.M), done.stdout  # the portal link, on the demo's own address
 
 
 def test_demo_uses_a_database_of_its_own_and_empties_it(redis_server: RedisServer) -> None:

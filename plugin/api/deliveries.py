@@ -1,4 +1,4 @@
-"""The delivery log of a webhook, and redelivery."""
+"""The delivery log of a webhook and of a whole chatbot, and redelivery."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Any
 from flask.views import MethodView
 
 from .. import endpoints
-from ..errors import Invalid
 from ..limits import limited
 from .auth import eligible_bot, require_owner
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
-from .schemas import DeliveryOut, DeliveryPage, DeliveryQuery
+from .schemas import BotDeliveryQuery, DeliveryOut, DeliveryPage, DeliveryQuery
 
 BASE = "/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/deliveries"
 
@@ -31,12 +30,22 @@ def make_blueprint() -> Blueprint:
             """Newest first. Page on with ``starting_after=<last id of the page>``."""
             state, bot = eligible_bot(chatbot_id)
             webhook = endpoints.get_webhook(state.store, bot, webhook_id)
-            try:
-                page, more = state.store.delivery_log(
-                    webhook.id, limit=query["limit"], starting_after=query.get("starting_after"))
-            except KeyError:
-                raise Invalid("starting_after names no delivery of this webhook.",
-                              {"starting_after": ["Unknown delivery id."]}) from None
+            page, more = endpoints.webhook_log(
+                state.store, webhook, limit=query["limit"],
+                starting_after=query.get("starting_after"))
+            return {"data": page, "has_more": more}
+
+    @blp.route("/chatbots/<string:chatbot_id>/deliveries")
+    class BotDeliveries(MethodView):
+        @blp.arguments(BotDeliveryQuery(), location="query")
+        @blp.response(200, DeliveryPage)
+        def get(self, query: dict[str, Any], chatbot_id: str) -> dict[str, Any]:
+            """Every webhook's and subscription's deliveries of the chatbot, newest first.
+            Page on with ``starting_after=<last id of the page>``; ``status`` filters."""
+            state, bot = eligible_bot(chatbot_id)
+            page, more = endpoints.bot_log(
+                state.store, bot, limit=query["limit"],
+                starting_after=query.get("starting_after"), status=query.get("status"))
             return {"data": page, "has_more": more}
 
     @blp.route(BASE + "/<string:delivery_id>/redeliver")

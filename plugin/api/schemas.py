@@ -208,6 +208,12 @@ class DeliveryQuery(Schema):
         metadata={"description": "Id of the last delivery of the previous page."})
 
 
+class BotDeliveryQuery(DeliveryQuery):
+    status = fields.String(
+        validate=validate.OneOf(("pending", "succeeded", "failed")),
+        metadata={"description": "Only deliveries in this state."})
+
+
 class EventIn(Schema):
     event = fields.String(required=True, validate=validate.Length(min=1, max=100))
     data = fields.Dict(required=True)

@@ -1,0 +1,73 @@
+"""Who a portal request acts for, the session cookie, CSRF and the security headers.
+
+The platform's ``identity`` is asked first (a platform whose identity reads its own session
+cookie needs nothing else); a portal session opened by a link comes next. Every response gets
+the portal's session cookie, which also carries the CSRF secret every form posts back.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Response, abort, g, request
+
+from ..extension import WebhooksState, get_state
+from .links import COOKIE_NAME, Access, PortalKeys, PortalSession, new_session
+
+
+def keys(state: WebhooksState | None = None) -> PortalKeys:
+    portal = (state or get_state()).portal
+    if portal is None:
+        raise RuntimeError("The portal is off: set WEBHOOKS_PORTAL_PREFIX.")
+    return portal
+
+
+def load_session() -> None:
+    """Read the cookie (or start a session) and, for a POST, check its CSRF token: 400 and
+    nothing changed when it is missing or wrong."""
+    session = keys().read_session(request.cookies.get(COOKIE_NAME))
+    g.portal_set_cookie = session is None
+    g.portal_session = session or new_session(None)
+    if request.method == "POST":
+        sent = request.form.get("csrf_token", "")
+        if session is None or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+            abort(400, "The form could not be checked (its security token is missing or "
+                       "out of date). Go back, reload the page and try again.")
+
+
+def start_session(access: Access) -> None:
+    """Replace the session (and its CSRF secret) with one for ``access``: a link was opened."""
+    g.portal_session = new_session(access)
+    g.portal_set_cookie = True
+
+
+def current_access() -> Access | None:
+    """The platform's idea of the caller first, then the link's session."""
+    owner = get_state().identify(request)
+    if owner:
+        return Access(str(owner))
+    session: PortalSession = g.portal_session
+    return session.access
+
+
+def csrf_token() -> str:
+    return str(g.portal_session.csrf)
+
+
+def finish(response: Response) -> Response:
+    """Security headers on every portal response, and the cookie when it changed."""
+    state = get_state()
+    settings = state.settings
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; frame-ancestors {settings.portal_frame_ancestors}; "
+        "form-action 'self'; base-uri 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers.setdefault("Cache-Control", "no-store")
+    if g.get("portal_set_cookie"):
+        response.set_cookie(
+            COOKIE_NAME, keys(state).session_cookie(g.portal_session),
+            max_age=settings.portal_session_ttl, path=settings.portal_prefix or "/",
+            httponly=True, samesite="Lax",
+            secure=request.is_secure or settings.public_url.startswith("https:"))
+    return response

@@ -1,0 +1,333 @@
+"""The portal's pages: bots, a bot, add webhook, a webhook, a delivery; and the link opener.
+
+Every page reads through the same functions as the REST API (``endpoints``, the
+``WebhooksState`` methods) and every change goes through :mod:`.actions`; forms post and
+redirect, so everything works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from .. import endpoints
+from .. import events as catalogue
+from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable, WebhookError
+from ..events import is_id, payload_for, utc_iso
+from ..extension import WebhooksState, get_state
+from ..host import Chatbot
+from ..redis_clients import REDIS_DOWN
+from ..store import FAILED, PENDING, SUCCEEDED, Delivery, Endpoint
+from . import access, actions
+from .forms import WebhookForm, add_errors, form_for, read_form
+from .links import Access, LinkRefused
+
+PAGE_SIZE = 20
+#: Deliveries of a webhook looked at for its success rate on the bot page.
+RECENT = 20
+
+NOTICES = {
+    "saved": "Saved.",
+    "enabled": "The webhook is enabled.",
+    "disabled": "The webhook is disabled: nothing is sent to it until you enable it.",
+    "test-sent": "Test event sent: it is the newest delivery below.",
+    "redelivered": "Sent again, as a new delivery with the same webhook-id; it is the newest "
+                   "in the log.",
+    "deleted": "The webhook and its delivery log were deleted.",
+}
+
+LINK_REFUSED = {
+    "altered": "This portal link is not valid: it was changed or cut short. Ask for a new one.",
+    "expired": "This portal link has expired. Ask for a new one.",
+    "used": "This portal link was used already: each link opens the portal once. Ask for a "
+            "new one.",
+}
+
+
+def make_blueprint() -> Blueprint:
+    bp = Blueprint("webhooks_portal", __name__, template_folder="templates",
+                   static_folder="static", static_url_path="/static")
+    bp.before_request(_before)
+    bp.after_request(access.finish)
+    bp.register_error_handler(WebhookError, _domain_error)
+    bp.register_error_handler(HTTPException, _http_error)
+    for error in REDIS_DOWN:
+        bp.register_error_handler(error, _redis_down)
+    bp.add_app_template_filter(utc_text, "portal_utc")
+    bp.context_processor(lambda: {"csrf_token": access.csrf_token,
+                                  "access": g.get("portal_access")})
+
+    bp.add_url_rule("/link", "link", open_link)
+    bp.add_url_rule("/", "bots", bots)
+    bp.add_url_rule("/bots/<chatbot_id>", "bot", bot_page)
+    bp.add_url_rule("/bots/<chatbot_id>/webhooks/new", "new_webhook", new_webhook,
+                    methods=["GET"])
+    bp.add_url_rule("/bots/<chatbot_id>/webhooks/new", "create_webhook", create_webhook,
+                    methods=["POST"])
+    hook = "/bots/<chatbot_id>/webhooks/<webhook_id>"
+    bp.add_url_rule(hook, "webhook", webhook_page)
+    bp.add_url_rule(hook + "/save", "save_webhook", save_webhook, methods=["POST"])
+    bp.add_url_rule(hook + "/active", "set_active", set_active, methods=["POST"])
+    bp.add_url_rule(hook + "/reveal-secret", "reveal_secret", reveal_secret, methods=["POST"])
+    bp.add_url_rule(hook + "/rotate-secret", "rotate_secret", rotate_secret, methods=["POST"])
+    bp.add_url_rule(hook + "/test", "send_test", send_test, methods=["POST"])
+    bp.add_url_rule(hook + "/delete", "confirm_delete", confirm_delete, methods=["GET"])
+    bp.add_url_rule(hook + "/delete", "delete_webhook", delete_webhook, methods=["POST"])
+    bp.add_url_rule(hook + "/deliveries/<delivery_id>", "delivery", delivery_page)
+    bp.add_url_rule(hook + "/deliveries/<delivery_id>/redeliver", "redeliver", redeliver,
+                    methods=["POST"])
+    return bp
+
+
+# -- request plumbing ------------------------------------------------------------------------
+def _before() -> ResponseReturnValue | None:
+    request.max_content_length = get_state().settings.max_body_bytes
+    access.load_session()
+    if request.endpoint in ("webhooks_portal.link", "webhooks_portal.static"):
+        return None
+    g.portal_access = access.current_access()
+    if g.portal_access is None:
+        return render_template(
+            "webhooks_portal/error.html", title="Not signed in",
+            message="Open the portal with a portal link (ask the site for one), or sign in "
+                    "to the site first."), 403
+    return None
+
+
+def _domain_error(error: WebhookError) -> ResponseReturnValue:
+    titles = {404: "Not found", 403: "Not available", 410: "Gone", 409: "Conflict",
+              429: "Too many requests", 503: "Temporarily unavailable"}
+    retry_after = getattr(error, "retry_after", None)  # RateLimited (429), Unavailable (503)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return render_template("webhooks_portal/error.html", title=titles.get(error.status, "Error"),
+                           message=error.message), error.status, headers
+
+
+def _redis_down(error: Exception) -> ResponseReturnValue:
+    """Redis away: the same 503 (with ``Retry-After``) as the API answers, as a page."""
+    return _domain_error(Unavailable(
+        "The webhook service is temporarily unavailable; nothing was changed. Try again "
+        "shortly."))
+
+
+def _http_error(error: HTTPException) -> ResponseReturnValue:
+    return render_template("webhooks_portal/error.html", title=error.name,
+                           message=error.description), error.code or 500
+
+
+def utc_text(value: str | float | None) -> str:
+    """``2026-12-01T21:39:28.123Z`` (or Unix seconds) as ``2026-12-01 21:39:28 UTC``."""
+    if value is None or value == "":
+        return ""
+    stamp = utc_iso(value) if isinstance(value, int | float) else str(value)
+    return stamp[:19].replace("T", " ") + " UTC"
+
+
+def _owned(chatbot_id: str) -> tuple[WebhooksState, Chatbot]:
+    """The caller's bot, limited to the link's bot; 404 like a missing one otherwise."""
+    state = get_state()
+    grant: Access = g.portal_access
+    if grant.chatbot_id is not None and chatbot_id != grant.chatbot_id:
+        raise NotFound(f"No chatbot '{chatbot_id}'.")
+    bot = state.owned_bot(grant.owner, chatbot_id)
+    if not catalogue.is_eligible(bot.type):
+        raise Forbidden(catalogue.ineligible_message(bot.type))
+    return state, bot
+
+
+def _webhook(chatbot_id: str, webhook_id: str) -> tuple[WebhooksState, Chatbot, Endpoint]:
+    state, bot = _owned(chatbot_id)
+    return state, bot, endpoints.get_webhook(state.store, bot, webhook_id)
+
+
+def _cursor(name: str = "after") -> str | None:
+    """A paging cursor from the query string: a delivery id, or nothing."""
+    value = request.args.get(name, "")
+    return value if is_id(value, "dlv") else None
+
+
+def _show_refusal(form: WebhookForm, error: WebhookError) -> None:
+    """A refused form (422, 409) shows the API's words beside its fields; others propagate."""
+    if not isinstance(error, Invalid | Conflict):
+        raise error
+    if error.errors:
+        add_errors(form, error.errors)
+    else:
+        form.general.append(error.message)
+
+
+def _to_webhook(bot: Chatbot, webhook: Endpoint, notice: str) -> ResponseReturnValue:
+    return redirect(url_for(".webhook", chatbot_id=bot.id, webhook_id=webhook.id,
+                            notice=notice), 303)
+
+
+# -- pages -----------------------------------------------------------------------------------
+def open_link() -> ResponseReturnValue:
+    try:
+        grant = access.keys().open_link(request.args.get("token", ""))
+    except LinkRefused as refused:
+        return render_template("webhooks_portal/error.html", title="Link not valid",
+                               message=LINK_REFUSED[refused.reason]), 403
+    access.start_session(grant)
+    target = (url_for(".bot", chatbot_id=grant.chatbot_id) if grant.chatbot_id
+              else url_for(".bots"))
+    return redirect(target, 303)
+
+
+def bots() -> ResponseReturnValue:
+    state = get_state()
+    grant: Access = g.portal_access
+    if grant.chatbot_id is not None:
+        one = state.chatbots.get(grant.chatbot_id)
+        found = [one] if one is not None and one.owner == grant.owner else []
+    else:
+        found = sorted(state.chatbots.list_for_owner(grant.owner), key=lambda b: b.id)
+    rows = [(b, None if catalogue.is_eligible(b.type) else catalogue.ineligible_message(b.type))
+            for b in found]
+    return render_template("webhooks_portal/bots.html", rows=rows)
+
+
+def bot_page(chatbot_id: str) -> ResponseReturnValue:
+    state, bot = _owned(chatbot_id)
+    failed_only = request.args.get("status") == FAILED
+    summaries: list[dict[str, object]] = []
+    hooks = state.store.webhooks_of(bot.id)
+    for webhook in hooks:
+        recent, _more = endpoints.webhook_log(state.store, webhook, limit=RECENT)
+        final = [d for d in recent if d.status != PENDING]
+        ok = sum(d.status == SUCCEEDED for d in final)
+        summaries.append({
+            "webhook": webhook, "last": recent[0] if recent else None,
+            "rate": f"{round(100 * ok / len(final))}% of the last {len(final)}" if final
+                    else "no finished deliveries yet"})
+    page, more = endpoints.bot_log(state.store, bot, limit=PAGE_SIZE,
+                                   starting_after=_cursor(),
+                                   status=FAILED if failed_only else None)
+    names = {e.id: e.name for e in state.store.endpoints_of(bot.id)}
+    webhook_ids = {w.id for w in hooks}
+    return render_template("webhooks_portal/bot.html", bot=bot, summaries=summaries,
+                           deliveries=page, more=more, names=names, webhook_ids=webhook_ids,
+                           failed_only=failed_only)
+
+
+def new_webhook(chatbot_id: str) -> ResponseReturnValue:
+    _state, bot = _owned(chatbot_id)
+    form = WebhookForm(events=list(catalogue.events_for(bot.type)))
+    return render_template("webhooks_portal/new_webhook.html", bot=bot, form=form,
+                           events=catalogue.events_for(bot.type))
+
+
+def create_webhook(chatbot_id: str) -> ResponseReturnValue:
+    state, bot = _owned(chatbot_id)
+    form, body = read_form(request.form, creating=True)
+    created = None
+    if body:
+        try:
+            created = actions.create_webhook(state, bot, body)
+        except WebhookError as exc:
+            _show_refusal(form, exc)
+    if created is None:
+        return render_template("webhooks_portal/new_webhook.html", bot=bot, form=form,
+                               events=catalogue.events_for(bot.type)), 422
+    return _render_webhook(state, bot, created, status=201, secret=created.secret,
+                           secret_note="Webhook added. Its signing secret is shown only now; "
+                                       "copy it into your receiver.")
+
+
+def webhook_page(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    return _render_webhook(state, bot, webhook)
+
+
+def _render_webhook(state: WebhooksState, bot: Chatbot, webhook: Endpoint, *, status: int = 200,
+                    form: WebhookForm | None = None, secret: str = "", secret_note: str = ""
+                    ) -> ResponseReturnValue:
+    page, more = endpoints.webhook_log(state.store, webhook, limit=PAGE_SIZE,
+                                       starting_after=_cursor())
+    return render_template(
+        "webhooks_portal/webhook.html", bot=bot, webhook=webhook,
+        form=form or form_for(webhook), events=catalogue.events_for(bot.type),
+        deliveries=page, more=more, secret=secret, secret_note=secret_note,
+        notice=NOTICES.get(request.args.get("notice", ""), "")), status
+
+
+def save_webhook(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    form, body = read_form(request.form, creating=False, stored_params=webhook.custom_params)
+    if body:
+        try:
+            actions.save_webhook(state, bot, webhook, body)
+            return _to_webhook(bot, webhook, "saved")
+        except WebhookError as exc:
+            _show_refusal(form, exc)
+    return _render_webhook(state, bot, webhook, status=422, form=form)
+
+
+def set_active(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    active = request.form.get("active") == "1"
+    actions.set_active(state, bot, webhook, active)
+    return _to_webhook(bot, webhook, "enabled" if active else "disabled")
+
+
+def reveal_secret(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    return _render_webhook(state, bot, webhook, secret=webhook.secret,
+                           secret_note="The webhook's signing secret:")
+
+
+def rotate_secret(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    rotated = actions.rotate_secret(state, bot, webhook)
+    note = (f"New secret made. The old one also signs every delivery until "
+            f"{utc_text(rotated.previous_secret_until)}, so you have until then to change "
+            "your receiver.")
+    return _render_webhook(state, bot, rotated, secret=rotated.secret, secret_note=note)
+
+
+def send_test(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    actions.send_test(state, bot, webhook)
+    return _to_webhook(bot, webhook, "test-sent")
+
+
+def confirm_delete(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    _state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    return render_template("webhooks_portal/delete.html", bot=bot, webhook=webhook)
+
+
+def delete_webhook(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    actions.delete_webhook(state, webhook)
+    return redirect(url_for(".bot", chatbot_id=bot.id), 303)
+
+
+def delivery_page(chatbot_id: str, webhook_id: str, delivery_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    delivery = endpoints.get_delivery(state.store, webhook, delivery_id)
+    event = state.store.get_event(delivery.event_id)
+    body = (json.dumps(payload_for(event, webhook.custom_params), separators=(",", ":"))
+            if event is not None else None)
+    return render_template("webhooks_portal/delivery.html", bot=bot, webhook=webhook,
+                           delivery=delivery, body=body, headers=_headers(state, delivery),
+                           notice=NOTICES.get(request.args.get("notice", ""), ""))
+
+
+def _headers(state: WebhooksState, delivery: Delivery) -> list[tuple[str, str]]:
+    """The request headers of an attempt; the timestamp and signature are made per attempt."""
+    return [
+        ("Content-Type", "application/json"),
+        ("User-Agent", state.settings.user_agent),
+        ("webhook-id", delivery.event_id),
+        ("webhook-timestamp", "the attempt's time, in Unix seconds"),
+        ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body with the secret>"),
+    ]
+
+
+def redeliver(chatbot_id: str, webhook_id: str, delivery_id: str) -> ResponseReturnValue:
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    actions.redeliver(state, webhook, delivery_id)
+    return _to_webhook(bot, webhook, "redelivered")
