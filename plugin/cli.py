@@ -10,15 +10,35 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 from flask.cli import AppGroup
 
 from . import events as catalogue
+from .errors import Unavailable
 from .extension import UnknownChatbot, WebhooksState, get_state
 from .host import Chatbot
+from .redis_clients import REDIS_DOWN, describe
 
-webhooks_cli = AppGroup("webhooks", help="Chatbot webhooks: bots, keys, events, workers.")
+#: What a command meets when Redis is away: the driver's errors, or emit's Unavailable.
+_REDIS_AWAY: tuple[type[Exception], ...] = (Unavailable, *REDIS_DOWN)
+
+
+class WebhooksGroup(AppGroup):
+    """Commands that say in one line that Redis cannot be reached, instead of a traceback
+    (``status`` has its own wording and exit code)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _REDIS_AWAY as error:
+            raise click.ClickException(
+                f"Redis cannot be reached ({describe(error)}); nothing was changed. Check "
+                "WEBHOOKS_REDIS_URL / REDIS_URL and try again.") from None
+
+
+webhooks_cli = WebhooksGroup("webhooks", help="Chatbot webhooks: bots, keys, events, workers.")
 
 OWN_LOOKUP = ("this app finds chatbots with its own lookup (ChatbotWebhooks(chatbots=...)), "
               "so a bot added to the built-in directory would never be found; add it in the "

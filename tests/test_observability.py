@@ -318,6 +318,19 @@ def test_status_fails_cleanly_when_redis_is_unreachable(app: Flask, flag: list[s
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [["emit", "bot-1", "quote.created", "{}"],
+                                     ["create-key", "alice"], ["portal-link", "alice"]])
+def test_other_commands_say_in_one_line_that_redis_is_unreachable(command: list[str]) -> None:
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+           "WEBHOOKS_REDIS_TIMEOUT": "0.5", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", *command],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Redis cannot be reached" in done.stderr and "nothing was changed" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_disabled_webhooks_leave_the_gauge_when_re_registered_or_deleted(
     app: Flask, client: FlaskClient, alice: Owner,
 ) -> None:

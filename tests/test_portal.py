@@ -409,3 +409,46 @@ def test_portal_pages_are_503_while_redis_is_down() -> None:
     finally:
         get_state(app).store.redis.connection_pool.disconnect()
         server.close()
+
+
+def test_a_fresh_portal_is_503_not_500_while_redis_is_down() -> None:
+    """No SECRET_KEY: the cookie's signing key lives in Redis. A web process that starts
+    while Redis is away cannot sign a cookie; its pages are the outage page (503), never 500."""
+    server = RedisServer().start()
+    server.stop()
+    app = create_app({**FAST, "WEBHOOKS_REDIS_URL": server.url, "TESTING": True,
+                      "WEBHOOKS_REDIS_TIMEOUT": 0.5})
+    try:
+        client = app.test_client()
+        for path in ("/portal/", "/portal/link?token=x", "/portal/static/portal.css"):
+            page = client.get(path)
+            assert page.status_code == 503, (path, page.status_code)
+            assert page.headers["Retry-After"]
+            assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    finally:
+        get_state(app).store.redis.connection_pool.disconnect()
+        server.close()
+
+
+def test_merged_slashes_under_the_portal_are_404_not_a_redirect(
+    client: FlaskClient, alice: Owner,
+) -> None:
+    response = client.get("/portal//bots")
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+
+
+def test_wrong_api_keys_on_portal_pages_count_as_failed_authentication(
+    make_app: Callable[..., Flask], redis: Redis,
+) -> None:
+    """The portal is an authenticated route like the API's: wrong keys sent to it count, and
+    a blocked address gets 429 there too."""
+    app = make_app(**FAST, WEBHOOKS_RATE_LIMIT_AUTH_FAILURES="3/minute")
+    alice = Owner(app, "alice")
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/portal/", headers={"X-API-Key": "whk_wrong"}).status_code == 403
+    blocked = client.get("/portal/", headers=alice.headers)
+    assert blocked.status_code == 429 and blocked.headers["Retry-After"]
+    api = client.get(f"{API.format(alice.bots['quote'])}/webhooks", headers=alice.headers)
+    assert api.status_code == 429  # one count for the address, pages and API alike

@@ -158,6 +158,9 @@ def test_the_wheel_holds_our_two_names_its_data_and_no_tests(installed: Installe
     for event in (*catalogue.ALL_EVENTS, catalogue.TEST_EVENT):
         assert f"chatbot_webhooks/data/events/{event}.schema.json" in names
         assert f"chatbot_webhooks/data/samples/{event}.json" in names
+    portal = ROOT / "plugin" / "portal"
+    for path in [*portal.glob("templates/webhooks_portal/*.html"), *portal.glob("static/*")]:
+        assert f"chatbot_webhooks/portal/{path.relative_to(portal)}" in names  # pages, CSS
     assert not [n for n in names if re.search(r"(^|/)(tests?|bench|scripts|node_modules|app)/",
                                               n)]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ..api import keep_slashes
 from ..extension import WebhooksState
 from .links import Access, LinkRefused, PortalKeys
 from .views import make_blueprint
@@ -19,5 +20,7 @@ __all__ = ["Access", "LinkRefused", "PortalKeys", "register_portal"]
 def register_portal(app: Flask, state: WebhooksState) -> PortalKeys:
     """Mount the portal's blueprint; the returned keys sign its links and cookies."""
     keys = PortalKeys(app.config, state.settings, state.store)
-    app.register_blueprint(make_blueprint(), url_prefix=state.settings.portal_prefix)
+    blueprint = make_blueprint()
+    app.register_blueprint(blueprint, url_prefix=state.settings.portal_prefix)
+    keep_slashes(app, blueprint.name)  # `//` is a 404, never a redirect built from Host
     return keys

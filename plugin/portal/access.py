@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Response, abort, g, request
+from flask import Response, abort, g, make_response, request
 
 from ..extension import WebhooksState, get_state
+from ..redis_clients import REDIS_DOWN
 from .links import COOKIE_NAME, Access, PortalKeys, PortalSession, new_session
 
 
@@ -42,10 +43,17 @@ def start_session(access: Access) -> None:
 
 
 def current_access() -> Access | None:
-    """The platform's idea of the caller first, then the link's session."""
-    owner = get_state().identify(request)
+    """The platform's idea of the caller first, then the link's session. Credentials sent in
+    headers (an API key) count against the same per-address failure limit as on the API."""
+    state = get_state()
+    sent_credentials = "Authorization" in request.headers or "X-API-Key" in request.headers
+    if sent_credentials:
+        state.limits.refuse_blocked_address(request)
+    owner = state.identify(request)
     if owner:
         return Access(str(owner))
+    if sent_credentials:
+        state.limits.count_auth_failure(request)
     session: PortalSession = g.portal_session
     return session.access
 
@@ -65,8 +73,18 @@ def finish(response: Response) -> Response:
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers.setdefault("Cache-Control", "no-store")
     if g.get("portal_set_cookie"):
+        g.portal_set_cookie = False
+        try:
+            cookie = keys(state).session_cookie(g.portal_session)
+        except REDIS_DOWN as error:
+            # The signing key lives in Redis (no SECRET_KEY): without it no cookie can be
+            # made, and an error raised here would skip the blueprint's handlers (a 500).
+            from .views import redis_down_page
+
+            response.close()  # a static file's open stream, say
+            return finish(make_response(redis_down_page(error)))
         response.set_cookie(
-            COOKIE_NAME, keys(state).session_cookie(g.portal_session),
+            COOKIE_NAME, cookie,
             max_age=settings.portal_session_ttl, path=settings.portal_prefix or "/",
             httponly=True, samesite="Lax",
             secure=request.is_secure or settings.public_url.startswith("https:"))

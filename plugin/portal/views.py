@@ -55,7 +55,7 @@ def make_blueprint() -> Blueprint:
     bp.register_error_handler(WebhookError, _domain_error)
     bp.register_error_handler(HTTPException, _http_error)
     for error in REDIS_DOWN:
-        bp.register_error_handler(error, _redis_down)
+        bp.register_error_handler(error, redis_down_page)
     bp.add_app_template_filter(utc_text, "portal_utc")
     bp.context_processor(lambda: {"csrf_token": access.csrf_token,
                                   "access": g.get("portal_access")})
@@ -106,7 +106,7 @@ def _domain_error(error: WebhookError) -> ResponseReturnValue:
                            message=error.message), error.status, headers
 
 
-def _redis_down(error: Exception) -> ResponseReturnValue:
+def redis_down_page(error: Exception) -> ResponseReturnValue:
     """Redis away: the same 503 (with ``Retry-After``) as the API answers, as a page."""
     return _domain_error(Unavailable(
         "The webhook service is temporarily unavailable; nothing was changed. Try again "
