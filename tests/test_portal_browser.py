@@ -179,6 +179,9 @@ def test_owner_adds_tests_redelivers_rotates_and_deletes_a_webhook(
     assert not browser.find_elements(By.XPATH, "//script")
 
     button(browser, "Send test event").click()
+    # The add page answered a POST: a refresh before the test's own POST has navigated would
+    # post the add form again (and cancel the test). Wait for the test's redirect first.
+    wait.until(lambda d: "notice=test-sent" in d.current_url)
 
     def logged_succeeded(driver: WebDriver) -> bool:
         driver.refresh()
