@@ -22,7 +22,7 @@ from chatbot_webhooks import ChatbotWebhooks, endpoints
 from chatbot_webhooks.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
 from chatbot_webhooks.extension import WebhooksState, get_state
 from chatbot_webhooks.host import Chatbot
-from chatbot_webhooks.store import fan_out_item
+from chatbot_webhooks.records import fan_out_item
 from flask import Flask
 
 from .stack import (

@@ -13,13 +13,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .store import ZAPIER
+from .records import ZAPIER
 
 if TYPE_CHECKING:
     from .config import Settings
     from .outbound import Outcome
     from .pump import Work
-    from .store import Endpoint
+    from .records import Endpoint
 
 log = logging.getLogger("chatbot_webhooks.delivery")
 

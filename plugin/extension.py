@@ -29,8 +29,9 @@ from .host import (
     as_directory,
 )
 from .limits import RateLimits
+from .records import PENDING, Delivery, Endpoint, now_ms
 from .redis_clients import REDIS_DOWN, web_client
-from .store import PENDING, Delivery, Endpoint, Store, now_ms
+from .store import Store
 from .tally import emitted_field
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .events import utc_iso
-from .store import Store, text
+from .records import text
+from .store import Store
 from .tally import DURATION_BUCKETS, DURATION_SUM, FINISHED, OUTCOMES, bucket_name
 
 

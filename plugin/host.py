@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 from flask import Request
 from redis import Redis
 
-from .store import text
+from .records import text
 
 
 @dataclass(frozen=True)

@@ -54,20 +54,20 @@ from .attempt_log import answered_gone, attempt_failed, deactivated
 from .config import Settings
 from .events import new_id, payload_for, utc_iso
 from .outbound import OutboundSettings, Outcome, Sender
-from .retry import Verdict, judge, next_delay
-from .signing import SignatureError, secret_key, signed_headers
-from .store import (
+from .records import (
     FAILED,
     PENDING,
     SUCCEEDED,
     ZAPIER,
     Delivery,
     Endpoint,
-    Store,
     delivery_id_for,
     now_ms,
     parse_fan_out_item,
 )
+from .retry import Verdict, judge, next_delay
+from .signing import SignatureError, secret_key, signed_headers
+from .store import Store
 from .tally import Tally
 
 log = logging.getLogger(__name__)

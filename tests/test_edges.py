@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from chatbot_webhooks import Chatbot, get_state
-from chatbot_webhooks.store import text
+from chatbot_webhooks.records import text
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis

@@ -15,7 +15,7 @@ from chatbot_webhooks import get_state
 from chatbot_webhooks.events import utc_iso
 from chatbot_webhooks.outbound import Outcome
 from chatbot_webhooks.pump import Dispatcher, Engine, Pump, Work
-from chatbot_webhooks.store import (
+from chatbot_webhooks.records import (
     FAILED,
     PENDING,
     SUCCEEDED,

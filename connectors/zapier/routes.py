@@ -16,7 +16,7 @@ from chatbot_webhooks.extension import get_state
 from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.limits import limited
 from chatbot_webhooks.published import sample_event
-from chatbot_webhooks.store import ZAPIER
+from chatbot_webhooks.records import ZAPIER
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from flask.views import MethodView

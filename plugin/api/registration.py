@@ -17,7 +17,7 @@ from .. import endpoints
 from ..errors import NotFound
 from ..extension import WebhooksState
 from ..limits import limited
-from ..store import Endpoint
+from ..records import Endpoint
 from .auth import eligible_bot, require_owner
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint

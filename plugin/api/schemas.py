@@ -11,7 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from .. import events as catalogue
 from ..events import utc_iso
-from ..store import Endpoint
+from ..records import Endpoint
 
 
 class WholeMatch(validate.Regexp):

@@ -14,7 +14,7 @@ from typing import Any
 from .. import endpoints
 from ..extension import WebhooksState
 from ..host import Chatbot
-from ..store import Delivery, Endpoint
+from ..records import Delivery, Endpoint
 
 
 def create_webhook(state: WebhooksState, bot: Chatbot, body: dict[str, Any]) -> Endpoint:

@@ -16,7 +16,7 @@ from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
 from ..api.schemas import WebhookCreate, WebhookUpdate
-from ..store import Endpoint
+from ..records import Endpoint
 
 #: Empty custom-parameter rows offered below the filled ones (no JavaScript needed to add one).
 EMPTY_PARAM_ROWS = 2

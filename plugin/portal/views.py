@@ -19,8 +19,8 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable, Webhoo
 from ..events import is_id, payload_for, utc_iso
 from ..extension import WebhooksState, get_state
 from ..host import Chatbot
+from ..records import FAILED, PENDING, SUCCEEDED, Delivery, Endpoint
 from ..redis_clients import REDIS_DOWN
-from ..store import FAILED, PENDING, SUCCEEDED, Delivery, Endpoint
 from . import access, actions
 from .forms import WebhookForm, add_errors, form_for, read_form
 from .links import Access, LinkRefused

@@ -1,0 +1,184 @@
+"""The records the plugin stores and passes around: endpoints (webhooks and Zapier
+subscriptions), deliveries with their attempts, claimed work items; their states, and the ids
+and ``due`` members derived from them.
+
+Plain data and its hash encoding, no Redis calls: the parts of the store (``store_*``) read
+and write them; the API, the portal and the delivery loop use them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple
+
+WEBHOOK = "webhook"
+ZAPIER = "zapier"
+
+PENDING = "pending"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def text(value: Any) -> str:
+    """Redis replies as ``str`` (bytes are decoded; None is empty)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _field(value: Any) -> str:
+    """A Python value as a Redis hash field: JSON for lists and dicts, ``1``/``0`` for
+    booleans, ``str`` for the rest (what the ``from_hash`` methods read back)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def fan_out_item(event_id: str, owner: str) -> str:
+    """The due-set member that fans an event out. Event ids never contain ``|``, so the owner
+    (any string) is everything after the first one."""
+    return f"f:{event_id}|{owner}"
+
+
+def parse_fan_out_item(item: str) -> tuple[str, str]:
+    """``(event id, owner)`` of a fan-out member."""
+    event_id, _, owner = item[2:].partition("|")
+    return event_id, owner
+
+
+@dataclass
+class Endpoint:
+    """Where events go: a named webhook of a bot, or a Zapier subscription (kind ``zapier``)."""
+
+    id: str
+    kind: str
+    chatbot_id: str
+    chatbot_type: str
+    owner: str
+    name: str
+    url: str
+    secret: str
+    events: list[str]
+    custom_params: dict[str, Any] = field(default_factory=dict)
+    active: bool = True
+    disabled_reason: str = ""
+    previous_secret: str = ""
+    previous_secret_until: float = 0.0
+    failed_deliveries: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_hash(self) -> dict[Any, Any]:
+        # field by field, not ``asdict``: that deep-copies every list and dict first
+        return {f.name: _field(getattr(self, f.name)) for f in _ENDPOINT_FIELDS}
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Endpoint:
+        return cls(
+            id=raw["id"],
+            kind=raw["kind"],
+            chatbot_id=raw["chatbot_id"],
+            chatbot_type=raw["chatbot_type"],
+            owner=raw["owner"],
+            name=raw["name"],
+            url=raw["url"],
+            secret=raw["secret"],
+            events=json.loads(raw["events"]),
+            custom_params=json.loads(raw["custom_params"]),
+            active=raw["active"] == "1",
+            disabled_reason=raw.get("disabled_reason", ""),
+            previous_secret=raw.get("previous_secret", ""),
+            previous_secret_until=float(raw.get("previous_secret_until") or 0),
+            failed_deliveries=int(raw.get("failed_deliveries") or 0),
+            created_at=raw.get("created_at", ""),
+            updated_at=raw.get("updated_at", ""),
+        )
+
+    def secrets_now(self, at: float | None = None) -> list[str]:
+        """Secrets to sign with: the current one, plus the previous one during the overlap."""
+        moment = time.time() if at is None else at
+        if self.previous_secret and moment < self.previous_secret_until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+
+_ENDPOINT_FIELDS = fields(Endpoint)
+
+
+@dataclass
+class Delivery:
+    """One event to one endpoint, with every attempt made so far."""
+
+    id: str
+    event_id: str
+    event: str
+    endpoint_id: str
+    chatbot_id: str
+    status: str
+    created_at: str
+    created_ms: int
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    next_attempt_at: str = ""
+    redelivery_of: str = ""
+
+    def to_hash(self) -> dict[Any, Any]:
+        return dict(zip(DELIVERY_FIELDS, self.hash_values(), strict=True))
+
+    def hash_values(self) -> list[str]:
+        """The hash values in :data:`DELIVERY_FIELDS` order, encoded as :func:`_field` does
+        (the hot path: no ``asdict``)."""
+        return [self.id, self.event_id, self.event, self.endpoint_id, self.chatbot_id,
+                self.status, self.created_at, str(self.created_ms), _field(self.attempts),
+                self.next_attempt_at, self.redelivery_of]
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Delivery:
+        return cls(
+            id=raw["id"],
+            event_id=raw["event_id"],
+            event=raw["event"],
+            endpoint_id=raw["endpoint_id"],
+            chatbot_id=raw["chatbot_id"],
+            status=raw["status"],
+            created_at=raw["created_at"],
+            created_ms=int(raw["created_ms"]),
+            attempts=json.loads(raw.get("attempts") or "[]"),
+            next_attempt_at=raw.get("next_attempt_at", ""),
+            redelivery_of=raw.get("redelivery_of", ""),
+        )
+
+
+#: The fields of a delivery hash, in the order of :meth:`Delivery.hash_values`.
+DELIVERY_FIELDS = ("id", "event_id", "event", "endpoint_id", "chatbot_id", "status", "created_at",
+                   "created_ms", "attempts", "next_attempt_at", "redelivery_of")
+
+
+def delivery_id_for(event_id: str, endpoint_id: str) -> str:
+    """The id of the fan-out delivery of an event to an endpoint. Derived, not random, so a
+    fan-out redone after a lost lease finds the deliveries already recorded."""
+    digest = hashlib.blake2b(f"{event_id}|{endpoint_id}".encode(), digest_size=9).hexdigest()
+    return f"dlv_{digest}"
+
+
+class Claimed(NamedTuple):
+    """A work item reserved by :meth:`Store.claim`."""
+
+    item: str
+    #: Claimed before: its lease ran out (a worker died), so its work may be partly done.
+    again: bool
+    #: A fan-out item's stored event (None: expired, or not a fan-out item).
+    event: bytes | None
+    #: The version of that event's bot's endpoints when it was claimed.
+    bot_version: int | None
+    #: That event's chatbot id and event name, read from the envelope by the claim.
+    chatbot_id: str | None = None
+    event_name: str | None = None
