@@ -18,8 +18,8 @@ from .records import ZAPIER
 if TYPE_CHECKING:
     from .config import Settings
     from .outbound import Outcome
-    from .pump import Work
     from .records import Endpoint
+    from .work import Work
 
 log = logging.getLogger("chatbot_webhooks.delivery")
 

@@ -15,7 +15,8 @@ from redis import Redis
 from rq import Queue, get_current_job
 
 from .config import Settings
-from .pump import Engine, Pump
+from .engine import Engine
+from .pump import Pump
 from .redis_clients import place
 
 #: One Engine per (connection target, settings) in a worker process, kept between jobs so that

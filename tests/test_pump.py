@@ -12,9 +12,10 @@ from typing import Any, cast
 
 import pytest
 from chatbot_webhooks import get_state
+from chatbot_webhooks.engine import Dispatcher, Engine
 from chatbot_webhooks.events import utc_iso
 from chatbot_webhooks.outbound import Outcome
-from chatbot_webhooks.pump import Dispatcher, Engine, Pump, Work
+from chatbot_webhooks.pump import Pump
 from chatbot_webhooks.records import (
     FAILED,
     PENDING,
@@ -25,6 +26,7 @@ from chatbot_webhooks.records import (
     fan_out_item,
     now_ms,
 )
+from chatbot_webhooks.work import Work
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -233,7 +235,7 @@ def test_a_crashed_job_leaves_no_queued_delivery_to_the_threads(
         thread.join(10)
     time.sleep(0.5)
     assert len(receiver.received) == 1
-    wait_until(lambda: not pump.dispatcher.hosts)  # the in-flight attempt released its host
+    wait_until(lambda: not pump.dispatcher.policy.hosts)  # the in-flight attempt released its host
 
 
 def test_a_malformed_secret_is_recorded_as_a_failed_attempt(
@@ -294,7 +296,7 @@ def test_hanging_hosts_together_leave_half_the_threads_to_others() -> None:
     assert _queued_hosts(dispatcher) == ["fast:80"]
     dispatcher.finished(_work("fast:80", 0), 0.005)
     assert _queued_hosts(dispatcher) == ["fast:80"] * 8
-    assert dispatcher.hosts["fast:80"].admitted == 8
+    assert dispatcher.policy.hosts["fast:80"].admitted == 8
 
 
 def test_unproven_hosts_share_half_the_threads_beyond_their_first() -> None:
@@ -305,18 +307,18 @@ def test_unproven_hosts_share_half_the_threads_beyond_their_first() -> None:
     first = _queued_hosts(dispatcher)
     # a takes its probe limit (1 + 7 extra), b its first and the last extra, c only its first
     assert [first.count(h) for h in ("a:80", "b:80", "c:80")] == [8, 2, 1]
-    assert dispatcher.unproven_extra == 8
+    assert dispatcher.policy.unproven_extra == 8
     # a slow answer frees a thread but proves nothing: the freed extra goes back to a
     dispatcher.finished(_work("a:80", 0), 2.0)
     assert _queued_hosts(dispatcher) == ["a:80"]
-    assert dispatcher.unproven_extra == 8
+    assert dispatcher.policy.unproven_extra == 8
     # a quick answer proves a: its threads stop counting against the others' cap, and it may
     # grow to its share while b and c stay where they are
     dispatcher.finished(_work("a:80", 0), 0.01)
-    assert dispatcher.hosts["a:80"].proven
-    assert dispatcher.unproven_extra == 1  # b's one extra
+    assert dispatcher.policy.hosts["a:80"].proven
+    assert dispatcher.policy.unproven_extra == 1  # b's one extra
     assert _queued_hosts(dispatcher).count("a:80") == 11  # the rest of its 20 deliveries
     # with a out of the count, b (still unproven) may grow to its probe limit of 8
     dispatcher.finished(_work("b:80", 0), 3.0)
     assert _queued_hosts(dispatcher) == ["b:80"] * 7
-    assert dispatcher.unproven_extra == 7
+    assert dispatcher.policy.unproven_extra == 7

@@ -1,0 +1,246 @@
+"""The claiming side of the delivery loop: claim a batch from ``due``, fan each event out to
+the endpoints that want it, and hand the deliveries, signed and ready, to the dispatcher.
+
+Part of :class:`chatbot_webhooks.pump.Pump` (a mixin: the state it shares with the other parts
+is set and documented in ``Pump.__init__``), with the caches of endpoints, events and signing
+keys it reads through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from urllib.parse import urlsplit
+
+from .config import Settings
+from .engine import Dispatcher
+from .events import payload_for, utc_iso
+from .outbound import Outcome
+from .records import (
+    PENDING,
+    ZAPIER,
+    Delivery,
+    Endpoint,
+    delivery_id_for,
+    now_ms,
+    parse_fan_out_item,
+)
+from .signing import SignatureError, secret_key
+from .store import Store
+from .work import _GONE, Work, _Event
+
+#: The delivery loop's logger: one name for all its parts.
+log = logging.getLogger("chatbot_webhooks.pump")
+
+#: Deliveries a job holds at most, claimed but not recorded, per delivery thread: enough that
+#: the threads never run dry while the job claims or records (each one round trip).
+HELD_PER_THREAD = 4
+
+
+class Claiming:
+    """Claims work and turns it into deliveries for the threads (part of ``Pump``)."""
+
+    # the job's state this part reads and writes (set and documented in Pump.__init__)
+    settings: Settings
+    store: Store
+    dispatcher: Dispatcher
+    outstanding: int
+    per_item: float
+    open_items: Counter[str]
+    fanned_out: dict[str, int]
+    unsent: list[Work]
+    failed_early: list[tuple[Work, Outcome]]
+    later_due: dict[str, float]
+    later_done: list[str]
+    _endpoints: dict[str, Endpoint]
+    _bots: dict[str, tuple[int, list[str]]]
+    _events: dict[str, _Event]
+    _keys: dict[str, tuple[list[bytes], float]]
+
+    def _room(self) -> int:
+        """Deliveries this job may still claim (see ``HELD_PER_THREAD``)."""
+        return HELD_PER_THREAD * self.settings.concurrency - self.outstanding
+
+    def _claim(self, now: float) -> bool:
+        """Claim a batch (the claim returns fan-out items with their events), fan it out and
+        hand the deliveries to the dispatcher."""
+        room = self._room()
+        limit = max(1, min(self.settings.batch_size, int(room / self.per_item)))
+        claimed = self.store.claim(limit, self.settings.lease)
+        if not claimed:
+            return False
+        if len(self._events) > 50_000:
+            self._events.clear()
+        fan_outs: list[tuple[str, bool]] = []
+        delivery_ids: list[str] = []
+        versions: dict[str, int] = {}
+        unversioned: list[str] = []
+        for one in claimed:
+            if one.item.startswith("f:"):
+                fan_outs.append((one.item, one.again))
+                event_id = parse_fan_out_item(one.item)[0]
+                if one.event is None:
+                    continue
+                loaded = self._events.get(event_id)
+                if loaded is None:
+                    loaded = self._events[event_id] = (
+                        _Event(one.event, one.chatbot_id, one.event_name)
+                        # ASCII only: Lua's JSON decoder and Python's might differ on odd
+                        # escapes, and a wrong bot id would send the event nowhere
+                        if one.chatbot_id and one.event_name and one.chatbot_id.isascii()
+                        else _Event.parse(one.event))
+                if one.bot_version is not None:
+                    versions[loaded.chatbot_id] = one.bot_version
+                else:
+                    unversioned.append(loaded.chatbot_id)
+            elif one.item.startswith("d:"):
+                delivery_ids.append(one.item[2:])
+        found = self.store.get_deliveries(delivery_ids) if delivery_ids else []
+        self._load_events([d.event_id for d in found if d is not None])
+        self._sync_bots(versions, unversioned + [d.chatbot_id for d in found if d is not None])
+        ready: list[Work] = []
+        made = self._fan_out(fan_outs, now, ready) if fan_outs else 0
+        gone: list[str] = []
+        for delivery_id, delivery in zip(delivery_ids, found, strict=True):
+            if delivery is None or delivery.status != PENDING:
+                gone.append(f"d:{delivery_id}")
+            else:
+                self._queue_work(delivery, f"d:{delivery_id}", False, now, ready)
+                made += 1
+        self.later_done.extend(gone)
+        if ready:
+            self.outstanding += len(ready)
+            self.dispatcher.add(ready, now)
+        self.per_item = 0.7 * self.per_item + 0.3 * max(1.0, made / len(claimed))
+        return True
+
+    def _fan_out(self, items: list[tuple[str, bool]], now: float, ready: list[Work]) -> int:
+        """Turn each event into one delivery per endpoint that wants it, as long as there is
+        room (the first event always fits); the events left over are given back at once. The
+        deliveries are stored only with their first attempt.
+
+        An inactive webhook still gets its delivery, closed at once as "Not sent" so the owner
+        sees it in the log and can redeliver. A Zapier subscription made by someone who no
+        longer owns the bot gets nothing.
+        """
+        created_ms = now_ms()
+        created_at = utc_iso(created_ms / 1000)
+        room = self._room() - len(ready)
+        made = 0
+        finished: list[str] = []
+        given_back: dict[str, float] = {}
+        for item, again in items:
+            if made and made >= room:
+                # due again at once; one claimed before keeps the mark that says so, or its
+                # next claim would post (and store) again what was stored before
+                given_back[item] = created_ms + 0.5 if again else created_ms
+                continue
+            event_id, owner = parse_fan_out_item(item)
+            loaded = self._events.get(event_id)
+            deliveries: list[Delivery] = []
+            if loaded is not None:
+                for endpoint in self._endpoints_of(loaded.chatbot_id):
+                    if loaded.name not in endpoint.events:
+                        continue
+                    if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
+                        continue
+                    deliveries.append(Delivery(
+                        id=delivery_id_for(event_id, endpoint.id), event_id=event_id,
+                        event=loaded.name, endpoint_id=endpoint.id,
+                        chatbot_id=endpoint.chatbot_id, status=PENDING,
+                        created_at=created_at, created_ms=created_ms,
+                    ))
+            if again and deliveries:  # a lost lease: skip what was stored before
+                stored = self.store.existing_deliveries([d.id for d in deliveries])
+                deliveries = [d for d in deliveries if d.id not in stored]
+            if not deliveries:
+                finished.append(item)
+                continue
+            self.open_items[item] += len(deliveries)
+            self.fanned_out[item] = len(deliveries) if not again else -1
+            for delivery in deliveries:
+                self._queue_work(delivery, item, True, now, ready)
+            made += len(deliveries)
+        self.later_done.extend(finished)
+        self.later_due.update(given_back)
+        return made
+
+    def _queue_work(self, delivery: Delivery, item: str, fresh: bool, now: float,
+                    ready: list[Work]) -> None:
+        endpoint = self._endpoints.get(delivery.endpoint_id)
+        work = Work(delivery, endpoint or _GONE, "", item, fresh, now, self)
+        loaded = self._events.get(delivery.event_id)
+        if endpoint is None or not endpoint.active or loaded is None:
+            self.unsent.append(work)
+            return
+        work.body = (loaded.raw if not endpoint.custom_params else
+                     json.dumps(payload_for(loaded.data, endpoint.custom_params),
+                                separators=(",", ":")).encode())
+        try:
+            work.keys = self._signing_keys(endpoint)
+        except SignatureError as exc:
+            # A stored secret that cannot sign (written by hand, or damaged): recorded as a
+            # failed attempt and retried like one, so a rotated secret fixes it and a webhook
+            # that keeps failing is deactivated; never a crash of every job that claims it.
+            log.error("endpoint %s has an unusable signing secret: %s", endpoint.id, exc)
+            self.failed_early.append((work, Outcome(
+                status=None, duration_ms=0.0, retry_after=None, body_excerpt="",
+                error=f"internal error: the webhook's signing secret is unusable ({exc}); "
+                      "rotate it")))
+            return
+        work.host = _host_of(endpoint.url)
+        ready.append(work)
+
+    def _signing_keys(self, endpoint: Endpoint) -> list[bytes]:
+        cached = self._keys.get(endpoint.id)
+        wall = time.time()
+        if cached is None or wall >= cached[1]:
+            # the previous secret signs too until its overlap ends; re-derive after that
+            until = (endpoint.previous_secret_until
+                     if endpoint.previous_secret and wall < endpoint.previous_secret_until
+                     else float("inf"))
+            cached = ([secret_key(s) for s in endpoint.secrets_now(wall)], until)
+            self._keys[endpoint.id] = cached
+        return cached[0]
+
+    # -- caches ------------------------------------------------------------------------------
+    def _load_events(self, event_ids: list[str]) -> None:
+        missing = list({e for e in event_ids if e not in self._events})
+        if not missing:
+            return
+        raws = self.store.redis.mget([self.store.event_key(e) for e in missing])
+        for event_id, raw in zip(missing, raws, strict=True):
+            if raw:
+                body = raw if isinstance(raw, bytes) else str(raw).encode()
+                self._events[event_id] = _Event.parse(body)
+
+    def _sync_bots(self, versions: dict[str, int], more: list[str]) -> None:
+        """Re-read the endpoints of every bot whose version changed since it was cached: the
+        versions the claim read, and those of the bots in ``more`` (read now)."""
+        unique = [c for c in dict.fromkeys(more) if c not in versions]
+        if unique:
+            versions.update(zip(unique, self.store.bot_versions(unique), strict=True))
+        for chatbot_id, version in versions.items():
+            cached = self._bots.get(chatbot_id)
+            if cached is not None and cached[0] == version:
+                continue
+            for endpoint_id in cached[1] if cached else []:
+                self._endpoints.pop(endpoint_id, None)
+                self._keys.pop(endpoint_id, None)
+            endpoints = self.store.endpoints_of(chatbot_id)
+            for endpoint in endpoints:
+                self._endpoints[endpoint.id] = endpoint
+                self._keys.pop(endpoint.id, None)
+            self._bots[chatbot_id] = (version, [e.id for e in endpoints])
+
+    def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:
+        cached = self._bots.get(chatbot_id)
+        ids = cached[1] if cached else []
+        return [self._endpoints[i] for i in ids if i in self._endpoints]
+
+
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"

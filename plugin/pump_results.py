@@ -1,0 +1,229 @@
+"""The recording side of the delivery loop: write a batch of results in one pipeline (first
+attempts stored, retries re-scored, final states closed, webhooks counted, deactivated or
+removed), and put back to ``due`` what was claimed but not attempted.
+
+Part of :class:`chatbot_webhooks.pump.Pump` (a mixin: the state it shares with the other parts
+is set and documented in ``Pump.__init__``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+
+from redis.client import Pipeline
+
+from .attempt_log import answered_gone, attempt_failed, deactivated
+from .config import Settings
+from .dispatch_policy import HOLD_SECONDS
+from .engine import Dispatcher
+from .events import utc_iso
+from .outbound import Outcome
+from .records import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, now_ms
+from .retry import Verdict, judge, next_delay
+from .store import Store
+from .tally import Tally
+from .work import _GONE, Work, _Event
+
+
+class Recording:
+    """Records results and puts back work not attempted (part of ``Pump``)."""
+
+    # the job's state this part reads and writes (set and documented in Pump.__init__)
+    settings: Settings
+    store: Store
+    dispatcher: Dispatcher
+    pump_id: str
+    outstanding: int
+    attempted: int
+    open_items: Counter[str]
+    fanned_out: dict[str, int]
+    unsent: list[Work]
+    failed_early: list[tuple[Work, Outcome]]
+    later_due: dict[str, float]
+    later_done: list[str]
+    later_store: dict[str, list[Delivery]]
+    later_store_due: dict[str, int]
+    _events: dict[str, _Event]
+
+    def _settle(self, item: str, finished: list[str]) -> None:
+        """One delivery of a fan-out item is stored; the item is done when all of them are."""
+        if not item.startswith("f:"):
+            return
+        self.fanned_out[item] = -1  # no longer untouched
+        self.open_items[item] -= 1
+        if self.open_items[item] <= 0:
+            del self.open_items[item]
+            del self.fanned_out[item]
+            finished.append(item)
+
+    def _put_back_overdue(self, now: float) -> None:
+        """Deliveries that would wait too long for a saturated host go back to ``due``, due
+        when the host should have room again; so do any held close to their lease's end."""
+        hold = min(HOLD_SECONDS, self.settings.start_within / 2)
+        put_back = self.dispatcher.overdue(now, hold)
+        if put_back:
+            self._put_back(put_back)
+
+    def _put_back(self, put_back: list[tuple[Work, int]]) -> None:
+        """Deliveries not attempted after all go back to ``due`` at the given times (ms): a
+        first attempt is stored as a pending delivery of its own."""
+        self.outstanding -= len(put_back)
+        finished = self.later_done
+        deferred = self.later_due
+        stored = self.later_store
+        fresh = Counter(work.item for work, _ in put_back if work.fresh)
+        # Decided per item before any of its deliveries is handled: the whole fan-out comes
+        # back untouched (nothing stored for it), so the event item itself is deferred and
+        # fans out again later. Never for an item claimed before (its count is -1).
+        whole = {item for item, count in fresh.items() if count == self.fanned_out.get(item)}
+        for item in whole:
+            self.open_items.pop(item, None)
+            self.fanned_out.pop(item, None)
+        for work, due in put_back:
+            if not work.fresh:
+                deferred[work.item] = due
+            elif work.item in whole:
+                deferred[work.item] = max(due, deferred.get(work.item, 0))
+            else:  # stored as a pending delivery of its own, due when the host has room
+                work.delivery.next_attempt_at = utc_iso(due / 1000)
+                stored.setdefault(work.delivery.endpoint_id, []).append(work.delivery)
+                self.later_store_due[work.delivery.id] = due
+                self._settle(work.item, finished)
+
+    # -- results -----------------------------------------------------------------------------
+    def _record(self, done: list[tuple[Work, Outcome]]) -> None:
+        """Write a batch of results in one pipeline: first attempts of fan-out deliveries
+        (and those put back) stored by one script call, retries re-scored, final states closed,
+        and the writes queued meanwhile (``later_*``).
+
+        Every write that removes or re-scores a ``due`` member happens in the same script call
+        as, and after, the write that records its work: the pipeline is no transaction, and
+        Redis out of memory refuses writes but still allows removals, so a separate ZREM could
+        drop work whose result was never stored."""
+        settings = self.settings
+        pipe = self.store.redis.pipeline(transaction=False)
+        tally = Tally()
+        #: WARNING lines, written once the batch is recorded (what they say is then stored)
+        warnings: list[Callable[[], None]] = []
+        counted: list[tuple[int, Endpoint]] = []
+        gone: list[Endpoint] = []
+        new, self.later_store = self.later_store, {}
+        new_due, self.later_store_due = self.later_store_due, {}
+        finished, self.later_done = self.later_done, []
+        due_at, self.later_due = self.later_due, {}
+        stamp = utc_iso()
+        for work in self.unsent:
+            delivery, endpoint = work.delivery, work.endpoint
+            loaded = self._events.get(delivery.event_id)
+            reason = ("the webhook was deleted" if endpoint is _GONE else
+                      "the event has expired" if loaded is None else
+                      f"the webhook is inactive: {endpoint.disabled_reason or 'disabled'}"
+                      ).rstrip(".")  # a reason may end with its own full stop
+            delivery.attempts.append({"at": stamp, "status": None,
+                                      "error": f"Not sent: {reason}.", "duration_ms": 0.0,
+                                      "response": ""})
+            self._store_result(pipe, work, FAILED, new, new_due, finished)
+            tally.finished(FAILED)
+        self.unsent = []
+        self.outstanding -= len(done)
+        self.attempted += len(done)
+        if self.failed_early:
+            done = done + self.failed_early
+            self.failed_early = []
+        for work, outcome in done:
+            delivery, endpoint = work.delivery, work.endpoint
+            delivery.attempts.append({
+                "at": stamp, "status": outcome.status, "error": outcome.error,
+                "duration_ms": round(outcome.duration_ms, 1),
+                "response": outcome.body_excerpt[:256],
+            })
+            label = tally.attempt(outcome)
+            verdict = judge(outcome.status)
+            if verdict is Verdict.RETRY:
+                delay = next_delay(len(delivery.attempts), settings.retry_delays,
+                                   status=outcome.status, retry_after=outcome.retry_after)
+                if delay is not None:
+                    due = now_ms() + int(delay * 1000)
+                    delivery.next_attempt_at = utc_iso(due / 1000)
+                    self._store_result(pipe, work, PENDING, new, new_due, finished, due)
+                    warnings.append(partial(attempt_failed, work, outcome, label, settings))
+                    continue
+                verdict = Verdict.GIVE_UP
+            tally.finished(SUCCEEDED if verdict is Verdict.DELIVERED else FAILED)
+            if verdict is Verdict.DELIVERED:
+                self._store_result(pipe, work, SUCCEEDED, new, new_due, finished)
+                if endpoint.failed_deliveries:
+                    endpoint.failed_deliveries = 0
+                    self.store.update_endpoint(endpoint, {"failed_deliveries": 0}, pipe=pipe)
+            elif verdict is Verdict.GONE:
+                self._store_result(pipe, work, FAILED, new, new_due, finished)
+                warnings.append(partial(answered_gone, work, outcome))
+                gone.append(endpoint)
+            else:
+                self._store_result(pipe, work, FAILED, new, new_due, finished)
+                warnings.append(partial(attempt_failed, work, outcome, label, settings))
+                if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
+                    self.store.count_failure(pipe, endpoint)
+                    counted.append((len(pipe), endpoint))
+        # A member both done and deferred (one item handled twice, e.g. claimed again after
+        # its lease ended while this job still held it) stays due: a deferral is always safe
+        # (a claim finds what is finished), a removal that wins over one may lose work.
+        if due_at:
+            finished = [item for item in finished if item not in due_at]
+        # Deliveries are stored before their items change in ``due``: a delivery item never
+        # falls due before its delivery exists, and a crash in between redoes nothing that was
+        # stored (a redone fan-out skips existing deliveries).
+        if new:
+            self.store.record_new(pipe, new, ttl=settings.log_max_age,
+                                  keep=settings.log_max_per_webhook,
+                                  max_age_s=settings.log_max_age, due=new_due, done=finished)
+        elif finished:  # nothing to store first: items whose work is gone or was empty
+            pipe.zrem(self.store.due_key, *finished)
+        if due_at:
+            self.store.defer(pipe, due_at)
+        if tally and settings.metrics_counting:
+            self.store.add_counts(pipe, tally)
+        self.store.refresh_pump(pipe, self.pump_id, settings.lease)
+        results = pipe.execute()
+        for warn in warnings:
+            warn()
+        for position, endpoint in counted:
+            failures = int(results[position - 1])
+            if failures >= settings.disable_after and endpoint.active:
+                self._deactivate(endpoint, (
+                    f"Deactivated on {utc_iso()} after {failures} deliveries in a row failed "
+                    "every retry. Re-enable it with PATCH {\"active\": true}."))
+                deactivated(endpoint, f"{failures} deliveries in a row failed every retry",
+                            failures=failures)
+        for endpoint in gone:
+            if endpoint.kind == ZAPIER:
+                self.store.delete_endpoint(endpoint)
+            elif endpoint.active:
+                self._deactivate(endpoint, f"The receiver answered 410 Gone on {utc_iso()}.")
+
+    def _store_result(self, pipe: Pipeline, work: Work, status: str,
+                      new: dict[str, list[Delivery]], new_due: dict[str, int],
+                      finished: list[str], due: int | None = None) -> None:
+        """Queue the delivery's new state, due again at ``due`` (ms) while pending. A first
+        attempt is stored (by the one script call of ``_record``, which skips a delivery
+        stored already); a stored delivery is updated unless it left the log, and its item
+        re-scored or removed in the same script call, after the update."""
+        delivery = work.delivery
+        delivery.status = status
+        if status != PENDING:
+            delivery.next_attempt_at = ""
+        if work.fresh:
+            new.setdefault(delivery.endpoint_id, []).append(delivery)
+            if due is not None:
+                new_due[delivery.id] = due
+            self._settle(work.item, finished)
+            return
+        self.store.save_delivery(pipe, delivery, item=work.item,
+                                 due_ms=due if status == PENDING else None)
+
+    def _deactivate(self, endpoint: Endpoint, reason: str) -> None:
+        endpoint.active = False
+        endpoint.disabled_reason = reason
+        self.store.deactivate(endpoint, reason, utc_iso())
