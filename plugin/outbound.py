@@ -14,11 +14,14 @@ slow, huge, hostile or pointed at our own network:
 
 Network problems never raise: they come back as an ``Outcome`` with ``error`` set, so the
 delivery job has one thing to record and one place to decide on a retry.
+
+The address lookup (:mod:`.outbound_addresses`), the attempt's deadline and its watchdog
+(:mod:`.outbound_watchdog`) and the reading of answers (:mod:`.outbound_answers`) are modules
+of their own; the Sender here puts them together.
 """
 
 from __future__ import annotations
 
-import email.utils
 import http.client
 import os
 import re
@@ -29,14 +32,16 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import certifi
 import idna
 from requests.utils import requote_uri
 
-from .urlrules import Lookup, UnresolvableHost, UrlRefused, check_url, resolve_public
+from .outbound_addresses import _AddressCache
+from .outbound_answers import _describe, _Interim, _parse_retry_after, _Response
+from .outbound_watchdog import _Attempt, _Watchdog
+from .urlrules import Lookup, UrlRefused, check_url
 
 __all__ = ["OutboundSettings", "Outcome", "Sender"]
 
@@ -44,9 +49,6 @@ DEFAULT_USER_AGENT = "ChatbotWebhooks/0.1 (+https://github.com/chatbot-webhooks/
 
 _EXCERPT_CHARS = 1024
 _CHUNK_BYTES = 65536
-#: How long a checked DNS answer is reused for new connections to the same (host, port).
-_ADDRESS_TTL = 5.0
-_ADDRESS_CACHE_SIZE = 1024
 #: Checked URLs remembered per Sender, and kept-alive connections per thread.
 _TARGET_CACHE_SIZE = 10_000
 _POOL_SIZE = 64
@@ -62,8 +64,6 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
           ConnectionAbortedError)
-#: How often the watchdog looks for attempts past their deadline; the cut is this late at most.
-_WATCHDOG_TICK = 0.02
 
 
 @dataclass(frozen=True)
@@ -339,28 +339,6 @@ class Sender:
         return self._tls
 
 
-class _Response(http.client.HTTPResponse):
-    """An answer that starts after any informational (1xx) responses before it.
-
-    ``http.client`` skips a ``100 Continue`` but takes any other 1xx (``103 Early Hints``)
-    for the answer itself, leaving the real answer unread on the connection, to be taken for
-    the answer to the next delivery sent on it. Here every informational status line reads as
-    ``100``, so ``begin`` skips its header block and reads on to the final answer. A ``101
-    Switching Protocols`` is no informational answer: it ends the HTTP exchange, and ``_send``
-    refuses it.
-    """
-
-    def _read_status(self) -> tuple[str, int, str]:
-        version, status, reason = super()._read_status()  # type: ignore[misc]
-        if 100 < status < 200 and status != 101:
-            return version, 100, reason
-        return version, status, reason
-
-
-class _Interim(http.client.HTTPException):
-    """The receiver answered with an informational status and no final answer."""
-
-
 class _Connection:
     """One thread's kept-alive connection to one receiver (pinned, maybe TLS)."""
 
@@ -419,113 +397,6 @@ def _dropped(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-class _Attempt:
-    """One POST in flight: its deadline, and the socket the watchdog may have to cut."""
-
-    __slots__ = ("deadline", "addresses", "watchdog", "sock", "expired")
-
-    def __init__(self, deadline: float, addresses: _AddressCache, watchdog: _Watchdog) -> None:
-        self.deadline = deadline
-        self.addresses = addresses
-        self.watchdog = watchdog
-        self.sock: socket.socket | None = None
-        self.expired = False
-
-
-class _Watchdog:
-    """Shuts down the socket of any attempt that outlives its deadline.
-
-    Socket timeouts only bound each read, so a receiver sending one byte per second would never
-    time out. One thread per Sender scanning a small set is cheaper than a timer per request;
-    shutting the socket down makes the blocked read in the worker thread return at once.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active: set[_Attempt] = set()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def begin(self, attempt: _Attempt) -> None:
-        with self._lock:
-            self._active.add(attempt)
-            if self._thread is None and not self._stopping.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="webhook-watchdog", daemon=True
-                )
-                self._thread.start()
-
-    def attach(self, attempt: _Attempt, sock: socket.socket) -> None:
-        with self._lock:
-            attempt.sock = sock
-            if attempt.expired:
-                _cut(sock)
-
-    def end(self, attempt: _Attempt) -> None:
-        # Under the lock, so that once this returns the watchdog can no longer cut the socket
-        # (which may be back in the pool, serving another attempt).
-        with self._lock:
-            self._active.discard(attempt)
-            attempt.sock = None
-
-    def close(self) -> None:
-        self._stopping.set()
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join()
-
-    def _run(self) -> None:
-        while not self._stopping.wait(_WATCHDOG_TICK):
-            now = time.monotonic()
-            with self._lock:
-                for attempt in self._active:
-                    if not attempt.expired and attempt.deadline <= now:
-                        attempt.expired = True
-                        if attempt.sock is not None:
-                            _cut(attempt.sock)
-
-
-def _cut(sock: socket.socket) -> None:
-    try:
-        # The plain socket method, also for TLS sockets: it acts on the file descriptor and
-        # leaves the SSL object alone, which the worker thread may be using.
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
-
-
-class _AddressCache:
-    """Checked DNS answers per (host, port) for a few seconds.
-
-    New connections are rare with keep-alive, but a burst to a host whose connections were
-    dropped would otherwise pay a DNS round trip each. Only answers that passed the URL rules
-    are stored, so a cached address is always a checked address.
-    """
-
-    def __init__(self, lookup: Lookup | None, *, allow_private: bool) -> None:
-        self._lookup = lookup
-        self._allow_private = allow_private
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, int], tuple[float, list[str]]] = {}
-
-    def get(self, host: str, port: int) -> list[str]:
-        key = (host, port)
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
-            return entry[1]
-        addresses: list[str] = resolve_public(
-            host, port, allow_private=self._allow_private, lookup=self._lookup
-        )
-        with self._lock:
-            if len(self._entries) >= _ADDRESS_CACHE_SIZE:
-                self._entries.clear()
-            self._entries[key] = (now + _ADDRESS_TTL, addresses)
-        return addresses
-
-
 def _failed(started: float, error: str) -> Outcome:
     return Outcome(
         status=None,
@@ -538,66 +409,3 @@ def _failed(started: float, error: str) -> Outcome:
 
 def _elapsed_ms(started: float) -> float:
     return (time.monotonic() - started) * 1000.0
-
-
-def _describe(exc: BaseException, attempt: _Attempt) -> str:
-    """Turn the exception chain of a failed attempt into a short, stable error text."""
-    if attempt.expired:
-        return "timeout"  # whatever broke, it broke because the watchdog cut the socket
-    chain = _chain(exc)
-    for link in chain:
-        if isinstance(link, UnresolvableHost):
-            return str(link)
-        if isinstance(link, UrlRefused):
-            return f"refused: {link}"
-    for link in chain:
-        if isinstance(link, TimeoutError | socket.timeout):
-            return "timeout"
-        if isinstance(link, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(link, ConnectionResetError):
-            return "connection reset"
-        if isinstance(link, ssl.SSLError | ssl.CertificateError):
-            reason = getattr(link, "reason", None) or type(link).__name__
-            return f"tls error: {reason}"
-    for link in chain:
-        if isinstance(link, http.client.RemoteDisconnected | http.client.IncompleteRead
-                      | BrokenPipeError):
-            return "connection closed by receiver"
-        if isinstance(link, _Interim):
-            return f"invalid response: {link}"
-        if isinstance(link, http.client.InvalidURL | ValueError):
-            return f"invalid request: {link}"
-        if isinstance(link, http.client.HTTPException):
-            return f"invalid response: {type(link).__name__}"
-    return f"connection error: {type(exc).__name__}"
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception with its causes, contexts and wrapped reasons, outermost first."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 32:
-        link = todo.pop(0)
-        if any(link is known for known in seen):
-            continue
-        seen.append(link)
-        nested = [link.__cause__, link.__context__, getattr(link, "reason", None), *link.args]
-        todo.extend(item for item in nested if isinstance(item, BaseException))
-    return seen
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait according to a Retry-After header (RFC 9110 section 10.2.3)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

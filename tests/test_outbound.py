@@ -29,9 +29,9 @@ from chatbot_webhooks.outbound import (
     OutboundSettings,
     Outcome,
     Sender,
-    _Attempt,
     _Target,
 )
+from chatbot_webhooks.outbound_watchdog import _Attempt
 
 HUGE_BYTES = 10 * 1024 * 1024
 
