@@ -20,9 +20,9 @@ from typing import Any
 
 from chatbot_webhooks import ChatbotWebhooks, endpoints
 from chatbot_webhooks.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
-from chatbot_webhooks.extension import WebhooksState, get_state
 from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.records import fan_out_item
+from chatbot_webhooks.state import WebhooksState, get_state
 from flask import Flask
 
 from .stack import (

@@ -8,9 +8,10 @@ from .events import (
     QUOTE_GENERATION,
     EventNotAllowed,
 )
-from .extension import ChatbotWebhooks, UnknownChatbot, WebhooksState, get_state
+from .extension import ChatbotWebhooks
 from .host import Chatbot, ChatbotDirectory
 from .signing import SignatureError, verify
+from .state import UnknownChatbot, WebhooksState, get_state
 
 __all__ = [
     "APPOINTMENT_SUPPORT",

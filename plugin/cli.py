@@ -17,9 +17,9 @@ from flask.cli import AppGroup
 
 from . import events as catalogue
 from .errors import Unavailable
-from .extension import UnknownChatbot, WebhooksState, get_state
 from .host import Chatbot
 from .redis_clients import REDIS_DOWN, describe
+from .state import UnknownChatbot, WebhooksState, get_state
 
 #: What a command meets when Redis is away: the driver's errors, or emit's Unavailable.
 _REDIS_AWAY: tuple[type[Exception], ...] = (Unavailable, *REDIS_DOWN)

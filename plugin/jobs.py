@@ -4,7 +4,7 @@ There is one kind of job, :func:`pump`: it runs the delivery loop of
 :mod:`chatbot_webhooks.pump` until there is nothing left to do. Jobs are started by ``emit``
 (when fewer jobs run than there are worker processes), by the worker's ticker (retries falling
 due, leases of dead workers running out) and by a job that hands over after
-``WEBHOOKS_PUMP_MAX_SECONDS``.
+``WEBHOOKS_PUMP_MAX_SECONDS``; each of them with :func:`chatbot_webhooks.enqueue.enqueue_pump`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
-from rq import Queue, get_current_job
+from rq import get_current_job
 
 from .config import Settings
 from .engine import Engine
@@ -63,15 +63,3 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
     engine = engine_for(_worker_redis or job.connection, chosen)
     with place("delivery job"):
         return Pump(engine, pump_id).run()
-
-
-def enqueue_pump(queue: Queue, settings: Settings, pump_id: str) -> None:
-    queue.enqueue_call(
-        "chatbot_webhooks.jobs.pump",
-        args=(settings.to_job_dict(), pump_id),
-        job_id=pump_id,
-        timeout=int(settings.pump_max_seconds + settings.timeout + 60),
-        result_ttl=0,
-        failure_ttl=7 * 86400,
-        description=f"webhook deliveries ({pump_id})",
-    )

@@ -8,18 +8,17 @@ flask-limiter's ``Limiter`` itself is not used because it installs app-wide hook
 app-wide ``RATELIMIT_*`` settings, so a platform that limits its own routes with it would get
 its default limits applied a second time (by our instance) to every route it has.
 
-Any Flask view applies a limit with :func:`enforce` (or the :func:`limited` decorator when the
-owner is the API's authenticated caller); a refused request raises :class:`RateLimited`, a
-429 ``WebhookError`` carrying ``retry_after``. Redis errors propagate (no fail-open).
+A view applies a limit with ``get_state().limits.enforce(kind, owner)`` (the portal's actions
+do), or with :func:`chatbot_webhooks.api.rate_limits.limited` (a decorator, for API views whose
+owner is the authenticated caller); a refused request raises :class:`RateLimited`, a 429
+``WebhookError`` carrying ``retry_after``. Redis errors propagate (no fail-open).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from functools import wraps
-from typing import Literal, ParamSpec, TypeVar
+from typing import Literal
 
 from flask import Request
 from limits import RateLimitItem, parse
@@ -33,9 +32,6 @@ from .errors import WebhookError
 OwnerLimit = Literal["test", "redeliver", "writes"]
 OWNER_LIMITS: tuple[OwnerLimit, ...] = ("test", "redeliver", "writes")
 AUTH_FAILURES = "auth_failures"
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class RateLimited(WebhookError):
@@ -112,36 +108,3 @@ def _describe(item: RateLimitItem) -> str:
     unit = item.GRANULARITY.name
     return f"{item.amount} per {item.multiples} {unit}s" if item.multiples > 1 else \
         f"{item.amount} per {unit}"
-
-
-def rate_limits() -> RateLimits:
-    """The current app's limits."""
-    from .extension import get_state
-
-    return get_state().limits
-
-
-def enforce(kind: OwnerLimit, owner: str) -> None:
-    """Apply the current app's ``kind`` limit to ``owner`` (any Flask view, e.g. the portal)."""
-    rate_limits().enforce(kind, owner)
-
-
-def limited(kind: OwnerLimit, owner: Callable[[], str] | None = None
-            ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorator: apply ``kind`` before the view runs (before its body is parsed), to
-    ``owner()`` - by default the API's authenticated caller."""
-
-    def decorate(view: Callable[P, R]) -> Callable[P, R]:
-        @wraps(view)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if owner is None:
-                from .api.auth import caller
-
-                enforce(kind, caller())
-            else:
-                enforce(kind, owner())
-            return view(*args, **kwargs)
-
-        return wrapper
-
-    return decorate

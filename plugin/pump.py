@@ -46,6 +46,7 @@ from queue import Empty
 from typing import Any
 
 from .engine import Engine
+from .enqueue import enqueue_pump
 from .events import new_id
 from .outbound import Outcome
 from .pump_claims import Claiming
@@ -222,8 +223,6 @@ class Pump(Claiming, Recording):
         self.store.redis.zrem(self.store.pumps_key, self.pump_id)
         successor = new_id("pump")
         if self.store.reserve_pump(successor, 30.0, only_if_due=True):
-            from .jobs import enqueue_pump
-
             enqueue_pump(self._queue(), self.settings, successor)
 
     def _queue(self) -> Any:

@@ -35,8 +35,9 @@ from rq import Queue, SimpleWorker
 
 from . import pump
 from .config import Settings
+from .enqueue import enqueue_pump
 from .events import new_id
-from .jobs import close_engines, enqueue_pump, use_worker_settings
+from .jobs import close_engines, use_worker_settings
 from .redis_clients import REDIS_DOWN, OutageLog, RideOut, place, worker_client
 from .store import Store
 

@@ -9,14 +9,14 @@ from chatbot_webhooks.api import register_blueprint
 from chatbot_webhooks.api.auth import caller, require_owner
 from chatbot_webhooks.api.openapi import may_answer
 from chatbot_webhooks.api.parsing import PluginBlueprint as Blueprint
+from chatbot_webhooks.api.rate_limits import limited
 from chatbot_webhooks.endpoints import subscribe
 from chatbot_webhooks.errors import Invalid
 from chatbot_webhooks.events import is_id
-from chatbot_webhooks.extension import get_state
 from chatbot_webhooks.host import Chatbot
-from chatbot_webhooks.limits import limited
 from chatbot_webhooks.published import sample_event
 from chatbot_webhooks.records import ZAPIER
+from chatbot_webhooks.state import get_state
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from flask.views import MethodView

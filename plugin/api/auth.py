@@ -7,8 +7,8 @@ from flask import g, request
 from flask_smorest import Blueprint, abort
 
 from .. import events as catalogue
-from ..extension import WebhooksState, get_state
 from ..host import Chatbot, keys_equal, presented_key
+from ..state import WebhooksState, get_state
 
 
 def require_owner(blp: Blueprint) -> Blueprint:

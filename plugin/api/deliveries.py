@@ -7,10 +7,10 @@ from typing import Any
 from flask.views import MethodView
 
 from .. import endpoints
-from ..limits import limited
 from .auth import eligible_bot, require_owner
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
+from .rate_limits import limited
 from .schemas import BotDeliveryQuery, DeliveryOut, DeliveryPage, DeliveryQuery
 
 BASE = "/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/deliveries"

@@ -12,7 +12,7 @@ from flask.views import MethodView
 
 from ..errors import Invalid, NotFound
 from ..events import EventNotAllowed
-from ..extension import UnknownChatbot, get_state
+from ..state import UnknownChatbot, get_state
 from .auth import require_platform
 from .parsing import PluginBlueprint as Blueprint
 from .schemas import EventAccepted, EventIn

@@ -15,12 +15,12 @@ from flask.views import MethodView
 
 from .. import endpoints
 from ..errors import NotFound
-from ..extension import WebhooksState
-from ..limits import limited
 from ..records import Endpoint
+from ..state import WebhooksState
 from .auth import eligible_bot, require_owner
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
+from .rate_limits import limited
 from .schemas import KaraboAdded, KaraboShown, KaraboUpdated, Message, UrlIn
 
 ADDED = "New Webhook has been added, you can now start listening on the URL for updates."

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Flask
 
 from ..api import keep_slashes
-from ..extension import WebhooksState
+from ..state import WebhooksState
 from .links import Access, LinkRefused, PortalKeys
 from .views import make_blueprint
 

@@ -11,8 +11,9 @@ import hmac
 
 from flask import Response, abort, g, make_response, request
 
-from ..extension import WebhooksState, get_state
 from ..redis_clients import REDIS_DOWN
+from ..state import WebhooksState, get_state
+from .error_pages import redis_down_page
 from .links import COOKIE_NAME, Access, PortalKeys, PortalSession, new_session
 
 
@@ -79,8 +80,6 @@ def finish(response: Response) -> Response:
         except REDIS_DOWN as error:
             # The signing key lives in Redis (no SECRET_KEY): without it no cookie can be
             # made, and an error raised here would skip the blueprint's handlers (a 500).
-            from .views import redis_down_page
-
             response.close()  # a static file's open stream, say
             return finish(make_response(redis_down_page(error)))
         response.set_cookie(

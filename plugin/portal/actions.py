@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import endpoints
-from ..extension import WebhooksState
 from ..host import Chatbot
 from ..records import Delivery, Endpoint
+from ..state import WebhooksState
 
 
 def create_webhook(state: WebhooksState, bot: Chatbot, body: dict[str, Any]) -> Endpoint:

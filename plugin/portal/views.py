@@ -15,13 +15,14 @@ from werkzeug.exceptions import HTTPException
 
 from .. import endpoints
 from .. import events as catalogue
-from ..errors import Conflict, Forbidden, Invalid, NotFound, Unavailable, WebhookError
+from ..errors import Conflict, Forbidden, Invalid, NotFound, WebhookError
 from ..events import is_id, payload_for, utc_iso
-from ..extension import WebhooksState, get_state
 from ..host import Chatbot
 from ..records import FAILED, PENDING, SUCCEEDED, Delivery, Endpoint
 from ..redis_clients import REDIS_DOWN
+from ..state import WebhooksState, get_state
 from . import access, actions
+from .error_pages import domain_error_page, http_error_page, redis_down_page
 from .forms import WebhookForm, add_errors, form_for, read_form
 from .links import Access, LinkRefused
 
@@ -52,8 +53,8 @@ def make_blueprint() -> Blueprint:
                    static_folder="static", static_url_path="/static")
     bp.before_request(_before)
     bp.after_request(access.finish)
-    bp.register_error_handler(WebhookError, _domain_error)
-    bp.register_error_handler(HTTPException, _http_error)
+    bp.register_error_handler(WebhookError, domain_error_page)
+    bp.register_error_handler(HTTPException, http_error_page)
     for error in REDIS_DOWN:
         bp.register_error_handler(error, redis_down_page)
     bp.add_app_template_filter(utc_text, "portal_utc")
@@ -95,27 +96,6 @@ def _before() -> ResponseReturnValue | None:
             message="Open the portal with a portal link (ask the site for one), or sign in "
                     "to the site first."), 403
     return None
-
-
-def _domain_error(error: WebhookError) -> ResponseReturnValue:
-    titles = {404: "Not found", 403: "Not available", 410: "Gone", 409: "Conflict",
-              429: "Too many requests", 503: "Temporarily unavailable"}
-    retry_after = getattr(error, "retry_after", None)  # RateLimited (429), Unavailable (503)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-    return render_template("webhooks_portal/error.html", title=titles.get(error.status, "Error"),
-                           message=error.message), error.status, headers
-
-
-def redis_down_page(error: Exception) -> ResponseReturnValue:
-    """Redis away: the same 503 (with ``Retry-After``) as the API answers, as a page."""
-    return _domain_error(Unavailable(
-        "The webhook service is temporarily unavailable; nothing was changed. Try again "
-        "shortly."))
-
-
-def _http_error(error: HTTPException) -> ResponseReturnValue:
-    return render_template("webhooks_portal/error.html", title=error.name,
-                           message=error.description), error.code or 500
 
 
 def utc_text(value: str | float | None) -> str:

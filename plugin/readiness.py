@@ -1,0 +1,24 @@
+"""The readiness check behind ``webhooks.health()`` and ``GET /readyz``: does Redis answer, and
+how many workers live. No Flask: the state's ``health()`` calls it, the health routes
+(:mod:`chatbot_webhooks.health`) serve its answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .redis_clients import REDIS_DOWN, describe
+from .store import Store
+
+
+def readiness(store: Store) -> tuple[dict[str, Any], int]:
+    """``({"status": "ok", "redis": "ok", "workers": N}, 200)`` when Redis answers a PING
+    within the client's timeout, N being the worker processes with a fresh heartbeat; else
+    ``({"status": "unavailable", "redis": WORD, "workers": None}, 503)`` with WORD one of
+    ``unreachable``, ``timeout``, ``loading``, ``readonly``. No worker alive is still ready:
+    events are queued and delivered once a worker runs (the status command says so)."""
+    try:
+        workers = store.ping_and_count_workers()
+    except REDIS_DOWN as exc:
+        return {"status": "unavailable", "redis": describe(exc), "workers": None}, 503
+    return {"status": "ok", "redis": "ok", "workers": workers}, 200
