@@ -28,14 +28,39 @@ PACKAGES = {
 
 MAX_LINES = 500
 
-#: Modules that never import Flask (README "Layout", ARCHITECTURE.md): the store and its parts,
-#: the jobs, signing, the HTTP client and its parts, the delivery loop and its parts. Any
-#: module named ``store_*``, ``outbound_*`` or ``pump_*`` is a part and joins them.
+#: The one-way order of the README's "How it works": a module may import only modules before
+#: it (``api`` and ``portal`` stand for their packages, ``zapier`` for the connector; inside
+#: one of them the circle check above is what holds).
+ORDER = [
+    # the ground: records, settings, the event catalogue, rules
+    "errors", "config", "events", "records", "signing", "urlrules", "retry", "redis_clients",
+    "logs", "published",
+    # the HTTP client
+    "outbound_addresses", "outbound_watchdog", "outbound_answers", "outbound",
+    # the store
+    "store_keys", "store_endpoints", "store_events", "store_deliveries", "store_due", "tally",
+    "store",
+    # the delivery loop
+    "work", "dispatch_policy", "attempt_log", "engine", "pump_claims", "pump_results",
+    "enqueue", "pump", "jobs", "worker",
+    # the app side
+    "host", "limits", "endpoints", "fleet", "readiness", "state", "api", "portal", "health",
+    "metrics", "cli", "extension", "chatbot_webhooks", "zapier",
+]
+
+#: Imports allowed against the order, each only under TYPE_CHECKING. The state holds the
+#: portal's keys once the portal is mounted (``WebhooksState.portal``): it names their type,
+#: it never loads the portal, and the portal's links module imports nothing above the store.
+TYPE_ONLY_UPWARD = {("chatbot_webhooks.state", "chatbot_webhooks.portal.links")}
+
+#: Modules that never import Flask (README "How it works", ARCHITECTURE.md): the store and its
+#: parts, the jobs, signing, the HTTP client and its parts, the delivery loop and its parts.
+#: Any module named ``store_*``, ``outbound_*`` or ``pump_*`` is a part and joins them.
 NO_FLASK = {
     "records", "store", "store_keys", "store_endpoints", "store_events", "store_deliveries",
-    "store_due", "jobs", "enqueue", "signing", "outbound", "outbound_addresses",
-    "outbound_watchdog", "outbound_answers", "work", "dispatch_policy", "engine", "pump",
-    "pump_claims", "pump_results",
+    "store_due", "tally", "jobs", "enqueue", "signing", "retry", "outbound",
+    "outbound_addresses", "outbound_watchdog", "outbound_answers", "work", "dispatch_policy",
+    "attempt_log", "engine", "pump", "pump_claims", "pump_results", "worker",
 }
 NO_FLASK_PARTS = ("store_", "outbound_", "pump_")
 
@@ -136,7 +161,8 @@ def _ancestors(module: str) -> list[str]:
 
 
 def import_graph() -> dict[str, dict[str, Import]]:
-    """importer -> {imported module of ours: the first import that makes the edge}.
+    """importer -> {imported module of ours: the first import that makes the edge, the first
+    run-time one if there is one}.
 
     Type-only imports count: the types a module names are dependencies too, and a circle of
     them is a circle a reader has to untangle. Importing ``a.b.c`` at run time first runs the
@@ -152,7 +178,9 @@ def import_graph() -> dict[str, dict[str, Import]]:
                 *(p for p in _ancestors(found.target) if p not in own), found.target]
             for target in targets:
                 if target in MODULES and target != module:
-                    graph[module].setdefault(target, found)
+                    known = graph[module].get(target)
+                    if known is None or (known.typing_only and not found.typing_only):
+                        graph[module][target] = found  # a run-time import wins over a type
     return graph
 
 
@@ -226,6 +254,27 @@ def test_imports_among_our_modules_form_no_circle() -> None:
     assert not found, "import circles:\n" + "\n\n".join(describe(graph, *c) for c in found)
 
 
+def _place(module: str) -> str:
+    """A module's name in :data:`ORDER`."""
+    if module.startswith("chatbot_webhooks_zapier"):
+        return "zapier"
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_dependencies_point_one_way_in_the_readme_order() -> None:
+    graph = import_graph()
+    unplaced = sorted({_place(m) for m in graph} - set(ORDER))
+    assert not unplaced, f"place these modules in ORDER (and the README): {unplaced}"
+    rank = {name: n for n, name in enumerate(ORDER)}
+    upward = [f"{importer}:{how.line} imports {target} ({_place(target)} comes later)"
+              for importer, targets in sorted(graph.items())
+              for target, how in targets.items()
+              if rank[_place(target)] > rank[_place(importer)]
+              and not ((importer, target) in TYPE_ONLY_UPWARD and how.typing_only)]
+    assert not upward, "imports against the order:\n" + "\n".join(upward)
+
+
 def test_the_cycle_finder_finds_a_circle_through_a_function_level_import() -> None:
     """The check above can fail: a circle closed only by an import inside a function is one."""
     lazy = Import("b", "a", 7, typing_only=False, deferred=True)
@@ -258,8 +307,20 @@ def test_the_delivery_side_never_imports_flask() -> None:
     missing = NO_FLASK - plugin.keys()
     assert not missing, f"modules named in NO_FLASK that do not exist: {sorted(missing)}"
     checked = NO_FLASK | {name for name in plugin if name.startswith(NO_FLASK_PARTS)}
-    offenders = {name for name in checked if _external(plugin[name]) & {"flask", "werkzeug"}}
-    assert not offenders, f"these must not import Flask: {sorted(offenders)}"
+    direct = {name for name in checked if _external(plugin[name]) & {"flask", "werkzeug"}}
+    assert not direct, f"these must not import Flask: {sorted(direct)}"
+    # nor through a module of ours they import (the package's own __init__ aside: Python runs
+    # it first whatever is imported, so it says nothing about what these modules need)
+    graph = import_graph()
+    for name in sorted(checked):
+        seen, todo = set(), [plugin[name]]
+        while todo:
+            for target in graph[todo.pop()]:
+                if target not in seen and target != "chatbot_webhooks":
+                    seen.add(target)
+                    todo.append(target)
+        via = sorted(t for t in seen if _external(t) & {"flask", "werkzeug"})
+        assert not via, f"{name} imports Flask through {via}"
 
 
 def test_the_dispatch_policy_is_pure() -> None:
