@@ -52,3 +52,21 @@ def test_every_route_in_the_readme_exists() -> None:
             adapter.match(concrete, method=method)
         except (NotFound, MethodNotAllowed) as exc:
             raise AssertionError(f"README shows {method} {path}: {exc.name}") from None
+
+
+def test_the_layout_names_every_module_of_the_plugin() -> None:
+    """Each module of ``plugin/`` has its line (``api/`` and ``portal/`` one entry each)."""
+    layout = README.split("\n## Layout\n")[1].split("\n```\n")[1]
+    named = set(re.findall(r"\b(\w+\.py)\b", layout))
+    unnamed = sorted(p.name for p in (ROOT / "plugin").glob("*.py") if p.name not in named)
+    assert not unnamed, f"README Layout does not name: {unnamed}"
+
+
+def test_the_dependency_order_is_the_one_the_layering_test_holds() -> None:
+    from tests.test_layering import ORDER
+
+    listed = README.split("Dependencies point one way.")[1].split("\n\n")[1]
+    names = [name.rstrip("/") for name in re.findall(r"`([^`]+)`", listed)]
+    names = ["chatbot_webhooks" if n == "chatbot_webhooks/__init__.py" else
+             "zapier" if n == "connectors/zapier" else n for n in names]
+    assert names == ORDER
