@@ -101,7 +101,7 @@ class Pump(Claiming, Recording):
         # deliveries), so every delivery is exact: a subscription made just before an emit
         # gets that event, a rotated secret signs the next attempt.
         self._endpoints: dict[str, Endpoint] = {}
-        self._bots: dict[str, tuple[int, list[str]]] = {}
+        self._bots: dict[str, tuple[int, list[Endpoint]]] = {}
         self._events: dict[str, _Event] = {}
         self._keys: dict[str, tuple[list[bytes], float]] = {}
         self.attempted = 0

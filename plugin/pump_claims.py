@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from .config import Settings
@@ -55,7 +56,8 @@ class Claiming:
     later_due: dict[str, float]
     later_done: list[str]
     _endpoints: dict[str, Endpoint]
-    _bots: dict[str, tuple[int, list[str]]]
+    #: Per bot: the version its endpoints were read at, and those endpoints.
+    _bots: dict[str, tuple[int, list[Endpoint]]]
     _events: dict[str, _Event]
     _keys: dict[str, tuple[list[bytes], float]]
 
@@ -226,21 +228,22 @@ class Claiming:
             cached = self._bots.get(chatbot_id)
             if cached is not None and cached[0] == version:
                 continue
-            for endpoint_id in cached[1] if cached else []:
-                self._endpoints.pop(endpoint_id, None)
-                self._keys.pop(endpoint_id, None)
+            for endpoint in cached[1] if cached else []:
+                self._endpoints.pop(endpoint.id, None)
+                self._keys.pop(endpoint.id, None)
             endpoints = self.store.endpoints_of(chatbot_id)
             for endpoint in endpoints:
                 self._endpoints[endpoint.id] = endpoint
                 self._keys.pop(endpoint.id, None)
-            self._bots[chatbot_id] = (version, [e.id for e in endpoints])
+            self._bots[chatbot_id] = (version, endpoints)
 
     def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:
         cached = self._bots.get(chatbot_id)
-        ids = cached[1] if cached else []
-        return [self._endpoints[i] for i in ids if i in self._endpoints]
+        return cached[1] if cached else []
 
 
+@lru_cache(maxsize=4096)
 def _host_of(url: str) -> str:
+    """The dispatcher's key of a URL's receiver (cached: every delivery asks, few URLs)."""
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
+import orjson
+
 WEBHOOK = "webhook"
 ZAPIER = "zapier"
 
@@ -41,6 +43,17 @@ def _field(value: Any) -> str:
     if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)
+
+
+def fast_json(value: Any) -> bytes:
+    """JSON of the delivery loop's own values (attempt lists, batches of rows) as compact bytes:
+    orjson is many times faster than ``json`` here, where a worker encodes every delivery of
+    every batch. Anything orjson refuses (an integer past 64 bits, a lone surrogate) falls back
+    to ``json``, which reads back the same."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def fan_out_item(event_id: str, owner: str) -> str:
@@ -137,7 +150,8 @@ class Delivery:
         """The hash values in :data:`DELIVERY_FIELDS` order, encoded as :func:`_field` does
         (the hot path: no ``asdict``)."""
         return [self.id, self.event_id, self.event, self.endpoint_id, self.chatbot_id,
-                self.status, self.created_at, str(self.created_ms), _field(self.attempts),
+                self.status, self.created_at, str(self.created_ms),
+                fast_json(self.attempts).decode(),
                 self.next_attempt_at, self.redelivery_of]
 
     @classmethod
@@ -151,7 +165,7 @@ class Delivery:
             status=raw["status"],
             created_at=raw["created_at"],
             created_ms=int(raw["created_ms"]),
-            attempts=json.loads(raw.get("attempts") or "[]"),
+            attempts=orjson.loads(raw.get("attempts") or "[]"),
             next_attempt_at=raw.get("next_attempt_at", ""),
             redelivery_of=raw.get("redelivery_of", ""),
         )

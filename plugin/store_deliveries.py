@@ -12,7 +12,7 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
-from .records import DELIVERY_FIELDS, Delivery, now_ms
+from .records import DELIVERY_FIELDS, Delivery, fast_json, now_ms
 from .records import text as _text
 from .store_keys import StoreKeys, _decode, _run
 
@@ -256,11 +256,11 @@ class DeliveryLog(StoreKeys):
         a delivery stored already is left as it is (see _RECORD_NEW)."""
         keys = [key for endpoint_id in deliveries
                 for key in (self.ep_key(endpoint_id), self.log_key(endpoint_id))]
-        rows = json.dumps([[d.hash_values() for d in group] for group in deliveries.values()])
-        schedule = json.dumps({d: str(ms) for d, ms in due.items()} if due else {})
+        rows = fast_json([[d.hash_values() for d in group] for group in deliveries.values()])
+        schedule = fast_json({d: str(ms) for d, ms in due.items()} if due else {})
         _run(self._record_new, [*keys, self.due_key],
              [ttl, keep, now_ms() - max_age_s * 1000, f"{self.prefix}dl:", _DELIVERY_FIELDS_JSON,
-              "created_ms", rows, schedule, json.dumps(list(done))], pipe)
+              "created_ms", rows, schedule, fast_json(list(done))], pipe)
 
     def existing_deliveries(self, delivery_ids: Sequence[str]) -> set[str]:
         """Which of these deliveries are stored."""

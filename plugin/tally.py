@@ -44,10 +44,17 @@ def bucket_name(bound: float) -> str:
 
 
 def bucket_of(seconds: float) -> str:
-    for bound in DURATION_BUCKETS:
+    for bound, name in _BUCKET_NAMES:
         if seconds <= bound:
-            return bucket_name(bound)
+            return name
     return INF
+
+
+_BUCKET_NAMES = tuple((bound, bucket_name(bound)) for bound in DURATION_BUCKETS)
+#: Counter fields by outcome and by bucket, made once: every attempt of every batch needs two.
+_ATTEMPT_FIELDS = {label: f"attempts:{label}" for label in OUTCOMES}
+_DURATION_FIELDS = {name: f"duration:{name}" for _, name in _BUCKET_NAMES} | {
+    INF: f"duration:{INF}"}
 
 
 def outcome_of(outcome: Outcome) -> str:
@@ -85,8 +92,8 @@ class Tally:
         """Count one attempt; returns its outcome label."""
         label = outcome_of(outcome)
         seconds = outcome.duration_ms / 1000
-        self.counts[f"attempts:{label}"] += 1
-        self.counts[f"duration:{bucket_of(seconds)}"] += 1
+        self.counts[_ATTEMPT_FIELDS[label]] += 1
+        self.counts[_DURATION_FIELDS[bucket_of(seconds)]] += 1
         self.seconds += seconds
         return label
 
