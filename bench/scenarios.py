@@ -4,8 +4,10 @@ starts its own worker processes (so each one's settings apply and nothing carrie
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -114,9 +116,10 @@ class Bench:
         self.cpu_notes.setdefault(name, []).append(meter.summary())
 
     @contextmanager
-    def workers(self, settings: dict[str, str]) -> Iterator[Workers]:
-        """One worker process per core, ready (announced) before the scenario starts."""
-        pool = Workers(self.redis.url, settings, self.cores)
+    def workers(self, settings: dict[str, str], count: int | None = None) -> Iterator[Workers]:
+        """One worker process per core (or ``count``), ready (announced) before the scenario
+        starts."""
+        pool = Workers(self.redis.url, settings, count or self.cores)
         try:
             pool.wait_ready(self.redis.client, settings["WEBHOOKS_KEY_PREFIX"])
             yield pool
@@ -180,12 +183,20 @@ def release(state: WebhooksState, items: list[str], workers: int) -> float:
 
 def wait_recorded(state: WebhooksState, timeout: float) -> float:
     """Until nothing is due or leased any more (every result written); returns the time."""
+    return polled_until_recorded(state, timeout)[0]
+
+
+def polled_until_recorded(state: WebhooksState, timeout: float) -> tuple[float, int]:
+    """:func:`wait_recorded`, and how many ZCARDs it sent (to tell its polling from the
+    workers' commands in Redis's command counts)."""
     deadline = time.monotonic() + timeout
+    polls = 1
     while state.store.redis.zcard(state.store.due_key):
         if time.monotonic() > deadline:
             raise RuntimeError("deliveries still pending")
         time.sleep(0.01)
-    return time.time()
+        polls += 1
+    return time.time(), polls
 
 
 # -- (1) ----------------------------------------------------------------------------------------
@@ -337,6 +348,109 @@ def hanging(bench: Bench, bots: int = 100, per_bot: int = 200, hang_share: float
     bench.note("hanging_latency", meter2)
     return {"rate": healthy / received, "healthy": healthy, "received_s": round(received, 3),
             "hang_requests_meanwhile": hung, "latencies": found, "still_due_after": still_due}
+
+
+# -- (9) the textbook design --------------------------------------------------------------------
+
+def naive(bench: Bench, kind: str, jobs: int, window: float | None = None) -> dict[str, Any]:
+    """Deliveries/s of one RQ job per delivery (bench/naive.py), one RQ worker process per
+    core, on the throughput scenario's backlog shape: ``jobs`` jobs for one webhook on the
+    receiver's fast path, enqueued at once (one MULTI/EXEC) once every worker listens.
+
+    Without ``window``: until all ``jobs`` arrived, from when the jobs appeared (as (2)
+    measures). With ``window`` (seconds): the receipts in that window from the same moment,
+    for a worker too slow to drain a backlog of useful size in a few seconds; the backlog must
+    outlast the window (``backlog_left`` > 0 says it did)."""
+    from rq import Queue
+
+    settings = bench.settings()
+    queue_name = settings["WEBHOOKS_QUEUE"]
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    url = bench.receiver.url("/fast/naive")
+    queue = Queue(queue_name, connection=bench.redis.client)
+    command = [sys.executable, "-m", "bench.naive", bench.redis.url, queue_name, kind]
+    pool = Workers(bench.redis.url, settings, bench.cores, command=command)
+    try:
+        pool.wait_registered(bench.redis.client, queue_name)
+        datas = [Queue.prepare_data("bench.naive.deliver", (url, secret, _envelope("bot-0000")))
+                 for _ in range(jobs)]
+        meter = bench.meter(pool)
+        meter.start()
+        queue.enqueue_many(datas)  # one MULTI/EXEC: the jobs appear when it returns
+        started = time.time()
+        if window is None:
+            stats = bench.receiver.wait_count("fast", jobs, timeout=600)
+            seconds, delivered = stats["last_ms"] / 1000 - started, jobs
+        else:
+            time.sleep(window + 0.1)  # + the receiver's 20 ms reporting interval, and some
+            seconds = window
+            delivered = sum(1 for _, kind_, at in bench.receiver.records()
+                            if kind_ == 0 and started <= at / 1000 < started + window)
+        meter.stop()
+        left = queue.count
+    finally:
+        pool.stop()
+    bench.note(f"naive_{kind}", meter)
+    return {"rate": delivered / seconds, "deliveries": delivered, "seconds": round(seconds, 3),
+            "backlog_left": left, "jobs": jobs}
+
+
+def _envelope(bot_id: str) -> dict[str, Any]:
+    return build_event(event_id=new_event_id(), event=EVENT, chatbot_id=bot_id,
+                       chatbot_type=QUOTE_GENERATION, data=DATA, conversation_id=None,
+                       created_at=utc_iso())
+
+
+# -- (10) scaling and Redis per delivery ---------------------------------------------------------
+
+def scaling(bench: Bench, workers: int, per_bot: int = 20_000) -> dict[str, Any]:
+    """(2)'s backlog (one bot, one webhook, ``per_bot`` events) drained by ``workers`` worker
+    processes, with what it cost per delivery: Redis commands (``INFO commandstats`` after a
+    ``CONFIG RESETSTAT`` right before the release; the benchmark's own ZCARD polls taken off),
+    Redis network bytes, Redis CPU and worker CPU. Storing the backlog is counted the same way
+    beforehand, per event, because a deployment pays that too."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bot = add_bot(state, "bot-0000")
+    add_hook(state, bot, bench.receiver.url("/fast/0/0"), name="hook-0")
+    with bench.workers(settings, count=workers) as pool:
+        bench.redis.reset_stats()
+        before = bench.redis.counters()
+        redis_cpu = cpu_seconds(bench.redis.pid)
+        items = preload(state, [bot.id], per_bot)
+        storing = _per(_delta(before, bench.redis.counters()), per_bot)
+        storing["redis_cpu_us"] = (cpu_seconds(bench.redis.pid) - redis_cpu) / per_bot * 1e6
+        bench.redis.reset_stats()
+        before = bench.redis.counters()
+        meter = bench.meter(pool)
+        meter.start()
+        started = release(state, items, workers)
+        stats = bench.receiver.wait_count("fast", per_bot, timeout=600)
+        _, polls = polled_until_recorded(state, 120)
+        meter.stop()
+        used = _delta(before, bench.redis.counters())
+    used["zcard"] = used.get("zcard", 0) - polls
+    bench.note(f"scaling_{workers}", meter)
+    per_delivery = _per(used, per_bot)
+    per_delivery["redis_cpu_us"] = meter.used["redis"] / per_bot * 1e6
+    per_delivery["worker_cpu_us"] = meter.used["workers"] / per_bot * 1e6
+    return {"rate": per_bot / (stats["last_ms"] / 1000 - started), "workers": workers,
+            "deliveries": per_bot, "per_delivery": per_delivery, "per_event_stored": storing}
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Counters after minus before (command counts start at 0 after the reset, the network
+    totals may not)."""
+    return {name: value - before.get(name, 0) for name, value in after.items()
+            if value - before.get(name, 0)}
+
+
+def _per(counts: dict[str, int], deliveries: int) -> dict[str, float]:
+    """Per delivery: every command, their sum (``commands``) and the network bytes."""
+    out = {name: value / deliveries for name, value in counts.items()}
+    out["commands"] = sum(value for name, value in out.items()
+                          if name not in ("net_in", "net_out"))
+    return out
 
 
 # -- (5) ----------------------------------------------------------------------------------------
