@@ -26,6 +26,7 @@ from chatbot_webhooks.extension import WebhooksState, get_state
 from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.store import fan_out_item
 from flask import Flask
+from rq import Queue
 
 from .stack import (
     BENCH,
@@ -49,6 +50,13 @@ BASE_SETTINGS: dict[str, str] = {
     "WEBHOOKS_MAX_WEBHOOKS_PER_BOT": "100",
 }
 EVENT = "quote.created"
+#: (9) The textbook design's backlog (jobs) and window (seconds, None: until drained) per RQ
+#: worker kind: the SimpleWorker drains 5,000 jobs in some seconds; the forking worker (some
+#: 100 jobs/s) is counted over 10 s, its backlog outlasting them.
+NAIVE_BACKLOGS: dict[str, tuple[int, float | None]] = {"simple": (5_000, None),
+                                                        "fork": (3_000, 10.0)}
+#: (10) Worker processes for the scaling figure.
+SCALING_WORKERS = (1, 2, 4)
 OWNER = "bench-owner"
 
 
@@ -352,17 +360,17 @@ def hanging(bench: Bench, bots: int = 100, per_bot: int = 200, hang_share: float
 
 # -- (9) the textbook design --------------------------------------------------------------------
 
-def naive(bench: Bench, kind: str, jobs: int, window: float | None = None) -> dict[str, Any]:
-    """Deliveries/s of one RQ job per delivery (bench/naive.py), one RQ worker process per
-    core, on the throughput scenario's backlog shape: ``jobs`` jobs for one webhook on the
-    receiver's fast path, enqueued at once (one MULTI/EXEC) once every worker listens.
+def naive(bench: Bench, kind: str) -> dict[str, Any]:
+    """Deliveries/s of one RQ job per delivery (bench/naive.py), one RQ worker process
+    (``kind`` simple or fork) per core, on the throughput scenario's backlog shape: jobs for
+    one webhook on the receiver's fast path, enqueued at once (one MULTI/EXEC) once every
+    worker listens; how many, and how they are counted: :data:`NAIVE_BACKLOGS`.
 
-    Without ``window``: until all ``jobs`` arrived, from when the jobs appeared (as (2)
-    measures). With ``window`` (seconds): the receipts in that window from the same moment,
-    for a worker too slow to drain a backlog of useful size in a few seconds; the backlog must
-    outlast the window (``backlog_left`` > 0 says it did)."""
-    from rq import Queue
-
+    Without a window: until all jobs arrived, from when they appeared (as (2) measures). With
+    one: the receipts in that window from the same moment, for a worker too slow to drain a
+    backlog of useful size in a few seconds; the backlog must outlast the window
+    (``backlog_left`` > 0 says it did)."""
+    jobs, window = NAIVE_BACKLOGS[kind]
     settings = bench.settings()
     queue_name = settings["WEBHOOKS_QUEUE"]
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
