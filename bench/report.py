@@ -317,6 +317,9 @@ The CPU use of each part is listed below, in cores busy on average while measuri
   registration changes the URL. Twice over: the plugin loaded into a platform's app that
   knows its signed-in owner and its bots without a Redis read (the route's own cost: one
   Redis step), and the runnable host, whose API key and bot are two more Redis reads.
+  `WEBHOOKS_RATE_LIMIT_WRITES={api_writes}`: the route counts the write against its
+  per-owner limit as always, but one owner registering thousands of times a second must not
+  get 429s.
 - (7) `used_memory` differences: 1,000 webhooks created (bots made before); the fan-out run's
   deliveries (200 per webhook, so no log trimming); the stored events of the 20,000 run.
 - (8) Metrics: the 20,000-event backlog of (2) once more in each round with
@@ -396,7 +399,7 @@ def write(found: list[Row], results: dict[str, Any], cpu_notes: dict[str, list[s
         table(found), "",
         SETUP.format(cores=os.cpu_count(), settings=settings, rounds=rounds,
                      simple_jobs=simple_jobs, fork_jobs=fork_jobs,
-                     fork_window=fork_window or 0.0,
+                     fork_window=fork_window or 0.0, api_writes=scenarios.API_WRITES_LIMIT,
                      scaling=", ".join(str(n) for n in scenarios.SCALING_WORKERS)),
         *scaling_section(results),
         "## CPU while measuring (cores busy, per round)", "",
