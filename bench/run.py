@@ -4,9 +4,10 @@
 
 Starts everything on 127.0.0.1 (a private redis-server, the Node receiver, worker processes),
 measures every scenario in this one run, prints one table and writes bench/RESULTS.md. The
-throughput scenarios run in ``--rounds`` interleaved rounds (ceiling, throughput, throughput
-with metrics counting off, hanging, fan-out, 50 ms) and report medians, so that a ratio
-compares measurements taken minutes apart at most. Run by hand only: it reports, it never
+throughput scenarios run in ``--rounds`` interleaved rounds (both ceilings, throughput,
+throughput with metrics counting off, hanging, fan-out, 50 ms, the textbook design's two
+workers) and report medians, so that a ratio compares measurements taken minutes apart at
+most; the scaling figure runs once, after the rounds. Run by hand only: it reports, it never
 fails anything.
 """
 
@@ -58,9 +59,11 @@ def main() -> None:
             results[name] = value
         shown = f"{value:,.0f}" if isinstance(value, float) else (
             f"{value['rate']:,.0f}/s" if isinstance(value, dict) and "rate" in value else
+            " ".join(f"{one['rate']:,.0f}/s" for one in value) if isinstance(value, list) else
             json.dumps(value, default=str)[:160])
         print(f"{shown} ({time.monotonic() - started:.0f} s)", flush=True)
 
+    began = time.monotonic()
     try:
         for number in range(args.rounds):
             print(f"-- round {number + 1} of {args.rounds}")
@@ -76,20 +79,26 @@ def main() -> None:
             run("fanout", lambda: scenarios.drain(bench, "fanout", 1, 100, 200), rounds=True)
             run("slow", lambda: scenarios.drain(bench, "slow", 1, 1, 20_000, path="/slow"),
                 rounds=True)
+            run("naive_simple", lambda: scenarios.naive(bench, "simple"), rounds=True)
+            run("naive_fork", lambda: scenarios.naive(bench, "fork"), rounds=True)
         print("-- once")
         run("latency", lambda: scenarios.latency(bench))
         run("emit", lambda: {key: statistics.median(values) for key, values in _transpose(
             [scenarios.emit_cost(bench) for _ in range(3)]).items()})
         run("api", lambda: scenarios.api(bench))
         run("memory", lambda: scenarios.webhook_memory(bench))
+        run("scaling", lambda: [scenarios.scaling(bench, count)
+                                for count in scenarios.SCALING_WORKERS])
     finally:
         receiver.close()
         redis.close()
     found = report.rows(results, cores)
     print()
     print(report.table(found))
+    print(f"\n{time.monotonic() - began:.0f} s in all")
     if not args.no_write and not only:
-        path = report.write(found, results, bench.cpu_notes, args.rounds, COMMAND)
+        path = report.write(found, results, bench.cpu_notes, args.rounds, COMMAND,
+                            minutes=(time.monotonic() - began) / 60)
         print(f"\nwritten to {path}")
 
 

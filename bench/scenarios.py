@@ -4,8 +4,10 @@ starts its own worker processes (so each one's settings apply and nothing carrie
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -24,6 +26,7 @@ from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.records import fan_out_item
 from chatbot_webhooks.state import WebhooksState, get_state
 from flask import Flask
+from rq import Queue
 
 from .stack import (
     BENCH,
@@ -47,6 +50,15 @@ BASE_SETTINGS: dict[str, str] = {
     "WEBHOOKS_MAX_WEBHOOKS_PER_BOT": "100",
 }
 EVENT = "quote.created"
+#: (9) The textbook design's backlog (jobs) and window (seconds, None: until drained) per RQ
+#: worker kind: the SimpleWorker drains 5,000 jobs in some seconds; the forking worker (some
+#: 100 jobs/s) is counted over 10 s, its backlog outlasting them.
+NAIVE_BACKLOGS: dict[str, tuple[int, float | None]] = {"simple": (5_000, None),
+                                                        "fork": (3_000, 10.0)}
+#: (6) The per-owner writes limit while one owner registers as fast as it can.
+API_WRITES_LIMIT = "1000000/minute"
+#: (10) Worker processes for the scaling figure.
+SCALING_WORKERS = (1, 2, 4)
 OWNER = "bench-owner"
 
 
@@ -114,9 +126,10 @@ class Bench:
         self.cpu_notes.setdefault(name, []).append(meter.summary())
 
     @contextmanager
-    def workers(self, settings: dict[str, str]) -> Iterator[Workers]:
-        """One worker process per core, ready (announced) before the scenario starts."""
-        pool = Workers(self.redis.url, settings, self.cores)
+    def workers(self, settings: dict[str, str], count: int | None = None) -> Iterator[Workers]:
+        """One worker process per core (or ``count``), ready (announced) before the scenario
+        starts."""
+        pool = Workers(self.redis.url, settings, count or self.cores)
         try:
             pool.wait_ready(self.redis.client, settings["WEBHOOKS_KEY_PREFIX"])
             yield pool
@@ -180,12 +193,29 @@ def release(state: WebhooksState, items: list[str], workers: int) -> float:
 
 def wait_recorded(state: WebhooksState, timeout: float) -> float:
     """Until nothing is due or leased any more (every result written); returns the time."""
+    return polled_until_recorded(state, timeout)[0]
+
+
+def polled_until_recorded(state: WebhooksState, timeout: float) -> tuple[float, int]:
+    """:func:`wait_recorded`, and how many ZCOUNTs it sent (to tell its polling from the
+    workers' commands in Redis's command counts). A delivery whose attempt failed (on a
+    loaded machine a fast receiver can miss the 2 s timeout) is recorded too: it waits in
+    the due set for its retry an hour on, beyond the horizon counted here."""
     deadline = time.monotonic() + timeout
-    while state.store.redis.zcard(state.store.due_key):
+    polls = 1
+    while state.store.redis.zcount(state.store.due_key, "-inf", _retry_horizon_ms()):
         if time.monotonic() > deadline:
             raise RuntimeError("deliveries still pending")
         time.sleep(0.01)
-    return time.time()
+        polls += 1
+    return time.time(), polls
+
+
+def _retry_horizon_ms() -> float:
+    """Half the first retry delay from now: claimed items are scored at their lease's end
+    (seconds ahead), failed ones at their retry (``WEBHOOKS_RETRY_DELAYS``, an hour)."""
+    first_retry = float(BASE_SETTINGS["WEBHOOKS_RETRY_DELAYS"].split(",")[0])
+    return (time.time() + first_retry / 2) * 1000
 
 
 # -- (1) ----------------------------------------------------------------------------------------
@@ -236,11 +266,12 @@ def drain(bench: Bench, key: str, bots: int, hooks_per_bot: int, per_bot: int,
         received = stats["last_ms"] / 1000 - started
         recorded = wait_recorded(state, 120) - started
         meter.stop()
+        retries = state.store.redis.zcard(state.store.due_key)
     bench.note(key, meter)
     return {
         "rate": total / received, "deliveries": total, "events": bots * per_bot,
         "received_s": round(received, 3), "recorded_s": round(recorded, 3),
-        "extra_requests": bench.receiver.stats()[kind] - total,
+        "extra_requests": bench.receiver.stats()[kind] - total, "retries_due": retries,
         "memory_empty": memory_empty, "memory_events": memory_events,
         "memory_after": bench.redis.used_memory(),
     }
@@ -339,6 +370,109 @@ def hanging(bench: Bench, bots: int = 100, per_bot: int = 200, hang_share: float
             "hang_requests_meanwhile": hung, "latencies": found, "still_due_after": still_due}
 
 
+# -- (9) the textbook design --------------------------------------------------------------------
+
+def naive(bench: Bench, kind: str) -> dict[str, Any]:
+    """Deliveries/s of one RQ job per delivery (bench/naive.py), one RQ worker process
+    (``kind`` simple or fork) per core, on the throughput scenario's backlog shape: jobs for
+    one webhook on the receiver's fast path, enqueued at once (one MULTI/EXEC) once every
+    worker listens; how many, and how they are counted: :data:`NAIVE_BACKLOGS`.
+
+    Without a window: until all jobs arrived, from when they appeared (as (2) measures). With
+    one: the receipts in that window from the same moment, for a worker too slow to drain a
+    backlog of useful size in a few seconds; the backlog must outlast the window
+    (``backlog_left`` > 0 says it did)."""
+    jobs, window = NAIVE_BACKLOGS[kind]
+    settings = bench.settings()
+    queue_name = settings["WEBHOOKS_QUEUE"]
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    url = bench.receiver.url("/fast/naive")
+    queue = Queue(queue_name, connection=bench.redis.client)
+    command = [sys.executable, "-m", "bench.naive", bench.redis.url, queue_name, kind]
+    pool = Workers(bench.redis.url, settings, bench.cores, command=command)
+    try:
+        pool.wait_registered(bench.redis.client, queue_name)
+        datas = [Queue.prepare_data("bench.naive.deliver", (url, secret, _envelope("bot-0000")))
+                 for _ in range(jobs)]
+        meter = bench.meter(pool)
+        meter.start()
+        queue.enqueue_many(datas)  # one MULTI/EXEC: the jobs appear when it returns
+        started = time.time()
+        if window is None:
+            stats = bench.receiver.wait_count("fast", jobs, timeout=600)
+            seconds, delivered = stats["last_ms"] / 1000 - started, jobs
+        else:
+            time.sleep(window + 0.1)  # + the receiver's 20 ms reporting interval, and some
+            seconds = window
+            delivered = sum(1 for _, kind_, at in bench.receiver.records()
+                            if kind_ == 0 and started <= at / 1000 < started + window)
+        meter.stop()
+        left = queue.count
+    finally:
+        pool.stop()
+    bench.note(f"naive_{kind}", meter)
+    return {"rate": delivered / seconds, "deliveries": delivered, "seconds": round(seconds, 3),
+            "backlog_left": left, "jobs": jobs}
+
+
+def _envelope(bot_id: str) -> dict[str, Any]:
+    return build_event(event_id=new_event_id(), event=EVENT, chatbot_id=bot_id,
+                       chatbot_type=QUOTE_GENERATION, data=DATA, conversation_id=None,
+                       created_at=utc_iso())
+
+
+# -- (10) scaling and Redis per delivery ---------------------------------------------------------
+
+def scaling(bench: Bench, workers: int, per_bot: int = 20_000) -> dict[str, Any]:
+    """(2)'s backlog (one bot, one webhook, ``per_bot`` events) drained by ``workers`` worker
+    processes, with what it cost per delivery: Redis commands (``INFO commandstats`` after a
+    ``CONFIG RESETSTAT`` right before the release; the benchmark's own ZCOUNT polls taken off),
+    Redis network bytes, Redis CPU and worker CPU. Storing the backlog is counted the same way
+    beforehand, per event, because a deployment pays that too."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bot = add_bot(state, "bot-0000")
+    add_hook(state, bot, bench.receiver.url("/fast/0/0"), name="hook-0")
+    with bench.workers(settings, count=workers) as pool:
+        bench.redis.reset_stats()
+        before = bench.redis.counters()
+        redis_cpu = cpu_seconds(bench.redis.pid)
+        items = preload(state, [bot.id], per_bot)
+        storing = _per(_delta(before, bench.redis.counters()), per_bot)
+        storing["redis_cpu_us"] = (cpu_seconds(bench.redis.pid) - redis_cpu) / per_bot * 1e6
+        bench.redis.reset_stats()
+        before = bench.redis.counters()
+        meter = bench.meter(pool)
+        meter.start()
+        started = release(state, items, workers)
+        stats = bench.receiver.wait_count("fast", per_bot, timeout=600)
+        _, polls = polled_until_recorded(state, 120)
+        meter.stop()
+        used = _delta(before, bench.redis.counters())
+    used["zcount"] = used.get("zcount", 0) - polls
+    bench.note(f"scaling_{workers}", meter)
+    per_delivery = _per(used, per_bot)
+    per_delivery["redis_cpu_us"] = meter.used["redis"] / per_bot * 1e6
+    per_delivery["worker_cpu_us"] = meter.used["workers"] / per_bot * 1e6
+    return {"rate": per_bot / (stats["last_ms"] / 1000 - started), "workers": workers,
+            "deliveries": per_bot, "per_delivery": per_delivery, "per_event_stored": storing}
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Counters after minus before (command counts start at 0 after the reset, the network
+    totals may not)."""
+    return {name: value - before.get(name, 0) for name, value in after.items()
+            if value - before.get(name, 0)}
+
+
+def _per(counts: dict[str, int], deliveries: int) -> dict[str, float]:
+    """Per delivery: every command, their sum (``commands``) and the network bytes."""
+    out = {name: value / deliveries for name, value in counts.items()}
+    out["commands"] = sum(value for name, value in out.items()
+                          if name not in ("net_in", "net_out"))
+    return out
+
+
 # -- (5) ----------------------------------------------------------------------------------------
 
 def emit_cost(bench: Bench, count: int = 5000) -> dict[str, float]:
@@ -374,7 +508,9 @@ def api(bench: Bench, seconds: float = 5.0, connections: int = 4, threads: int =
     read from Redis as well)."""
     from .apiserver import PLATFORM_BOT, PLATFORM_TOKEN
 
-    settings = bench.settings()
+    # one owner registering thousands of times a second: the writes limit is counted (its
+    # cost is the route's) but set out of reach, or every request after the 120th is a 429
+    settings = bench.settings(WEBHOOKS_RATE_LIMIT_WRITES=API_WRITES_LIMIT)
     state = get_state(bench.app(settings))
     bot = add_bot(state, "bot-api")
     key = state.api_keys.create(OWNER)

@@ -29,13 +29,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (0 when it is gone)."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU of one process (0 when it is gone); with ``children``, plus that of
+    its children it has waited for (RQ's forking worker runs each job in a child)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    own = int(fields[11]) + int(fields[12])
+    return (own + (int(fields[13]) + int(fields[14]) if children else 0)) / TICKS
 
 
 def wait_for(check: Any, timeout: float, what: str, every: float = 0.02) -> Any:
@@ -82,6 +84,21 @@ class RedisProcess:
     def used_memory(self) -> int:
         info: dict[str, Any] = self.client.info("memory")
         return int(info["used_memory"])
+
+    def reset_stats(self) -> None:
+        """``CONFIG RESETSTAT``: command counts (and network totals) start again from 0."""
+        self.client.config_resetstat()
+
+    def counters(self) -> dict[str, int]:
+        """Calls per command since :meth:`reset_stats` (``INFO commandstats``; the stats calls
+        themselves left out) and the network totals, as ``net_in`` / ``net_out`` bytes."""
+        found: dict[str, Any] = self.client.info("commandstats")
+        out = {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in found.items()
+               if not name.startswith(("cmdstat_info", "cmdstat_config"))}
+        stats: dict[str, Any] = self.client.info("stats")
+        out["net_in"] = int(stats["total_net_input_bytes"])
+        out["net_out"] = int(stats["total_net_output_bytes"])
+        return out
 
     def close(self) -> None:
         self.client.close()
@@ -151,13 +168,15 @@ class ReceiverProcess:
 
 
 class Workers:
-    """``flask --app wsgi webhooks worker`` processes, as the tests and the README start them."""
+    """``flask --app wsgi webhooks worker`` processes, as the tests and the README start them
+    (or ``command``: the textbook design's RQ workers, bench/naive.py)."""
 
-    def __init__(self, redis_url: str, settings: dict[str, Any], count: int) -> None:
+    def __init__(self, redis_url: str, settings: dict[str, Any], count: int,
+                 command: list[str] | None = None) -> None:
         env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
         env.update({key: str(value) for key, value in settings.items()})
         self.processes = [subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
+            command or [sys.executable, "-m", "flask", "--app", "wsgi", "webhooks", "worker"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/worker-err.txt", "a"),
         ) for _ in range(count)]
 
@@ -168,8 +187,13 @@ class Workers:
                  30, "the workers")
         time.sleep(0.3)  # RQ registers and starts listening right after the first beat
 
+    def wait_registered(self, redis: Redis, queue: str) -> None:
+        """Until every plain RQ worker registered for ``queue`` (it listens right after)."""
+        count = len(self.processes)
+        wait_for(lambda: redis.scard(f"rq:workers:{queue}") >= count, 30, "the RQ workers")
+
     def cpu(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.processes)
+        return sum(cpu_seconds(p.pid, children=True) for p in self.processes)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
