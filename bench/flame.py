@@ -3,7 +3,7 @@ where a worker's time goes: the share of samples by role (the delivery threads, 
 claim/record loop, the rest) and the functions with the most samples, self and inclusive.
 
 Run as ``python -m bench.flame PROFILE.txt [TOP]``; ``bench.run --profile DIR`` writes such
-files and puts this summary of the throughput scenario's GIL profile into RESULTS.md. Why a
+files and puts this summary of the throughput and fan-out GIL profiles into RESULTS.md. Why a
 summary and not the flame graph itself: the graph is megabytes of SVG that nobody diffs; the
 top items are what a change is judged by, and they fit in the results file beside the figures.
 """

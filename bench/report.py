@@ -16,7 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from . import scenarios
+from . import flame, scenarios
 from .stack import BENCH
 
 
@@ -180,6 +180,8 @@ def _scaling_rows(results: dict[str, Any], cores: int) -> list[Row]:
             "(info)", None),
         Row("(10) worker CPU per delivery", each("{:.0f}", "worker_cpu_us") + " µs", "",
             "(info)", None),
+        Row("(10) of which the job's claim/record loop", each("{:.0f}", "loop_cpu_us") + " µs",
+            "the rest: delivery threads", "(info)", None),
         Row("(10) storing one event (its add-event script, pipelined)",
             f"{stored['commands']:.1f} commands, {stored['net_in']:,.0f} B in, "
             f"{stored['redis_cpu_us']:.0f} µs Redis CPU", "", "(info)", None),
@@ -195,7 +197,7 @@ def top_commands(per_delivery: dict[str, float], count: int) -> str:
     are the round trips' share, not Redis's work."""
     commands = {name: value for name, value in per_delivery.items()
                 if name not in ("net_in", "net_out", "commands", "redis_cpu_us",
-                                "worker_cpu_us")}
+                                "worker_cpu_us", "loop_cpu_us")}
     top = sorted(((name, value) for name, value in commands.items()
                   if name not in SCRIPT_CALLS), key=lambda item: -item[1])[:count]
     scripts = [f"{name} {commands[name]:.3f}" for name in SCRIPT_CALLS if name in commands]
@@ -381,8 +383,25 @@ def scaling_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def profile_section(folder: str | None) -> list[str]:
+    """Where a worker's interpreter spends its time in the throughput and fan-out scenarios
+    (their first round, ``--profile``): the top items of py-spy's GIL profile."""
+    if folder is None:
+        return []
+    found = [Path(folder) / f"{name}-gil.txt" for name in ("throughput", "fanout")]
+    lines = [line for path in found if path.exists() for line in flame.summarise(path)]
+    if not lines:
+        return []
+    return ["## Profile of one worker (py-spy, GIL holder, first round)", "",
+            "py-spy samples one worker process 200 times a second while the backlog drains and "
+            "keeps only the samples of the thread holding the interpreter lock, i.e. where the "
+            "process's one usable core goes. `SocketIO.readinto` at the top is the lock's last "
+            "holder while every thread waits for a socket (py-spy charges the wait to it), not "
+            "work.", "", *lines, ""]
+
+
 def write(found: list[Row], results: dict[str, Any], cpu_notes: dict[str, list[str]],
-          rounds: int, command: str, minutes: float) -> Path:
+          rounds: int, command: str, minutes: float, profile: str | None = None) -> Path:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     settings = ", ".join(f"`{k}={v}`" for k, v in scenarios.BASE_SETTINGS.items())
     notes = [f"- {name}: {' | '.join(values)}" for name, values in cpu_notes.items()]
@@ -404,6 +423,7 @@ def write(found: list[Row], results: dict[str, Any], cpu_notes: dict[str, list[s
                      fork_window=fork_window or 0.0, api_writes=scenarios.API_WRITES_LIMIT,
                      scaling=", ".join(str(n) for n in scenarios.SCALING_WORKERS)),
         *scaling_section(results),
+        *profile_section(profile),
         "## CPU while measuring (cores busy, per round)", "",
         *notes, "",
         "## All figures", "",

@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--receiver-processes", type=int, default=os.cpu_count() or 1,
                         help="Node receiver processes (default: one per core)")
     parser.add_argument("--profile", default=None,
-                        help="folder for py-spy profiles of one worker (development)")
+                        help="folder for py-spy profiles of one worker in each scenario's first "
+                             "round; RESULTS.md gets their summary (needs py-spy: "
+                             "scripts/setup-env dev bench)")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -98,7 +100,7 @@ def main() -> None:
     print(f"\n{time.monotonic() - began:.0f} s in all")
     if not args.no_write and not only:
         path = report.write(found, results, bench.cpu_notes, args.rounds, COMMAND,
-                            minutes=(time.monotonic() - began) / 60)
+                            minutes=(time.monotonic() - began) / 60, profile=args.profile)
         print(f"\nwritten to {path}")
 
 

@@ -99,6 +99,9 @@ class Bench:
     scenario_count: int = 0
     #: Folder for py-spy profiles of one worker (``--profile``); None: no profiling.
     profile: str | None = None
+    #: Scenarios profiled already: only the first round is, so the other rounds' figures are
+    #: free of the sampler's cost (the medians barely feel it).
+    profiled: set[str] = field(default_factory=set)
 
     def settings(self, **extra: str) -> dict[str, str]:
         """A fresh prefix and queue for a scenario, after flushing Redis and the receiver."""
@@ -119,6 +122,7 @@ class Bench:
                                  "receiver": self.receiver.cpu}
         if workers is not None:
             parts["workers"] = workers.cpu
+            parts["of which job loop"] = workers.loop_cpu
         parts.update(more)
         return CpuMeter(parts)
 
@@ -137,9 +141,13 @@ class Bench:
             pool.stop()
 
     def start_profile(self, name: str, pool: Workers, seconds: float = 6.0) -> None:
-        """py-spy the first worker (all threads, and only the one holding the GIL)."""
-        if self.profile is None:
+        """py-spy the first worker in the scenario's first round, twice at once: every
+        thread (``NAME.txt``) and only the thread holding the GIL (``NAME-gil.txt``, what
+        :mod:`bench.flame` summarises: where the interpreter's one core goes)."""
+        if self.profile is None or name in self.profiled:
             return
+        self.profiled.add(name)
+        Path(self.profile).mkdir(parents=True, exist_ok=True)
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         for flag in ("", "--gil"):
             out = Path(self.profile) / f"{name}{flag.replace('--', '-')}.txt"
@@ -454,6 +462,7 @@ def scaling(bench: Bench, workers: int, per_bot: int = 20_000) -> dict[str, Any]
     per_delivery = _per(used, per_bot)
     per_delivery["redis_cpu_us"] = meter.used["redis"] / per_bot * 1e6
     per_delivery["worker_cpu_us"] = meter.used["workers"] / per_bot * 1e6
+    per_delivery["loop_cpu_us"] = meter.used["of which job loop"] / per_bot * 1e6
     return {"rate": per_bot / (stats["last_ms"] / 1000 - started), "workers": workers,
             "deliveries": per_bot, "per_delivery": per_delivery, "per_event_stored": storing}
 

@@ -29,11 +29,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int, children: bool = False) -> float:
+def cpu_seconds(pid: int, children: bool = False, main_thread: bool = False) -> float:
     """User + system CPU of one process (0 when it is gone); with ``children``, plus that of
-    its children it has waited for (RQ's forking worker runs each job in a child)."""
+    its children it has waited for (RQ's forking worker runs each job in a child); with
+    ``main_thread``, that of its main thread only (a worker runs its delivery job there, so
+    this splits the job's claim/record loop from the delivery threads)."""
+    stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     own = int(fields[11]) + int(fields[12])
@@ -194,6 +197,10 @@ class Workers:
 
     def cpu(self) -> float:
         return sum(cpu_seconds(p.pid, children=True) for p in self.processes)
+
+    def loop_cpu(self) -> float:
+        """CPU of the workers' main threads: the delivery job's own loop (see cpu_seconds)."""
+        return sum(cpu_seconds(p.pid, main_thread=True) for p in self.processes)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
