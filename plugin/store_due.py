@@ -37,6 +37,7 @@ for i = 1, #found, 2 do
 end
 if #args > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(args)) end
 local out = {}
+local versions = {}  -- per bot: read once per claim (a batch is often one bot's events)
 for i = 1, #found, 2 do
   out[#out + 1] = found[i]
   out[#out + 1] = found[i + 1]
@@ -48,7 +49,11 @@ for i = 1, #found, 2 do
     if ok and type(event) == 'table' and type(event.chatbot) == 'table'
         and type(event.chatbot.id) == 'string' and type(event.event) == 'string' then
       chatbot, name = event.chatbot.id, event.event
-      version = redis.call('GET', ARGV[4] .. 'bot:' .. chatbot .. ':ver') or '0'
+      version = versions[chatbot]
+      if not version then
+        version = redis.call('GET', ARGV[4] .. 'bot:' .. chatbot .. ':ver') or '0'
+        versions[chatbot] = version
+      end
     end
   end
   out[#out + 1] = body or false
