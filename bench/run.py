@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,8 @@ def main() -> None:
     print(report.table(found))
     print(f"\n{time.monotonic() - began:.0f} s in all")
     if not args.no_write and not only:
-        path = report.write(found, results, bench.cpu_notes, args.rounds, COMMAND,
+        command = " ".join([COMMAND, *sys.argv[1:]])
+        path = report.write(found, results, bench.cpu_notes, args.rounds, command,
                             minutes=(time.monotonic() - began) / 60, profile=args.profile)
         print(f"\nwritten to {path}")
 
