@@ -137,15 +137,28 @@ class DispatchPolicy:
         """Take out the waiting deliveries that would wait longer than ``hold`` seconds for
         their host (judged by how fast it answers, or how long it has been silent) or that
         already waited that long; each with when to try it again (ms after the wall clock's
-        ``wall_ms``, read with ``now``)."""
+        ``wall_ms``, read with ``now``).
+
+        A proven host keeps what it reaches within ``DEFER_MIN_MS`` if that is longer than
+        ``hold``: a delivery put back comes due no sooner than that, so putting back one its
+        host would reach earlier only makes it later (and costs a write and a claim)."""
         out: list[tuple[Work, int]] = []
-        oldest_ok = now - hold
+        proven_hold = max(hold, DEFER_MIN_MS / 1000)
         for host in self.hosts.values():
             if not host.waiting:
                 continue
+            reach = proven_hold if host.proven else hold
+            oldest_ok = now - reach
             pace = max(host.average or 0.0, now - host.last_progress)
             lanes = max(1, host.admitted)
-            keep = int(lanes * hold / pace) if pace > 0 else len(host.waiting)
+            if host.average is None and now - host.last_progress < reach:
+                # No answer yet to judge its pace by (a new host, or a worker just started):
+                # it gets ``hold`` seconds to give one, and meanwhile only what was held too
+                # long goes back. Judged by its first milliseconds of silence instead, a
+                # host's whole first batch would be put back for a second or more.
+                keep = len(host.waiting)
+            else:
+                keep = int(lanes * reach / pace) if pace > 0 else len(host.waiting)
             # The host finishes one attempt every ``step`` seconds: the deliveries put
             # back are spread out at that pace behind those it already has, so each
             # comes back about when the host can take it instead of every second.

@@ -99,8 +99,9 @@ def test_a_host_with_nothing_held_or_waiting_is_forgotten() -> None:
 
 
 def test_overdue_deliveries_come_back_spread_at_the_pace_of_their_host() -> None:
-    """A proven host answering every 0.25 s on 2 threads keeps what it will reach within the
-    hold (0.5 s) and books the rest one step (0.125 s) apart, behind those it keeps."""
+    """A proven host answering every 0.25 s on 2 threads keeps what it will reach within
+    DEFER_MIN_MS (1 s, longer than the 0.5 s hold: nothing put back could come back sooner)
+    and books the rest one step (0.125 s) apart, behind those it keeps."""
     policy = DispatchPolicy(share=2, concurrency=16)
     batch = works("h:80", 3)
     held = policy.add(batch, 99.75)
@@ -108,11 +109,11 @@ def test_overdue_deliveries_come_back_spread_at_the_pace_of_their_host() -> None
     waiting = works("h:80", 10, claimed=100.0, first=10)
     assert policy.add(waiting, 100.0) == []
     out = policy.overdue(100.0, 0.5, WALL_MS)
-    # the newest go back; the host keeps 4 (2 lanes x 0.5 s / 0.25 s); the first ones back
-    # come at 875 and 1000 ms, both clamped to DEFER_MIN_MS
-    assert [w for w, _ in out] == waiting[:3:-1]
-    assert [at - WALL_MS for _, at in out] == [DEFER_MIN_MS, 1000, 1125, 1250, 1375, 1500]
-    assert policy.waiting == 4
+    # the newest go back; the host keeps 8 (2 lanes x 1 s / 0.25 s), the 2 it keeps not
+    # reaching before 1.25 s are booked behind them
+    assert [w for w, _ in out] == waiting[:7:-1]
+    assert [at - WALL_MS for _, at in out] == [1375, 1500]
+    assert policy.waiting == 8
     assert policy.overdue(100.0, 0.5, WALL_MS) == []  # the rest it reaches in time
     # more of them later: booked behind those already put back, not on top of them
     later = works("h:80", 2, claimed=100.0, first=30)
@@ -140,6 +141,34 @@ def test_a_delivery_held_too_long_goes_back_even_when_its_host_would_reach_it() 
     assert held and policy.add([old, recent], 50.0) == []
     assert policy.overdue(50.0, 0.5, WALL_MS) == [(old, WALL_MS + DEFER_MIN_MS)]
     assert policy.waiting == 1
+
+
+def test_a_new_host_is_not_judged_by_its_first_moments_of_silence() -> None:
+    """No answer yet: within the hold it keeps its whole batch (a worker just started, or a
+    new receiver); once silent that long, what waits goes back, spread at that pace."""
+    policy = DispatchPolicy(share=64, concurrency=128)
+    batch = works("new:80", 400, claimed=100.0)
+    assert len(policy.add(batch, 100.0)) == 8  # unproven: its probe (64 // 8) until it answers
+    assert policy.overdue(100.05, 0.5, WALL_MS) == []
+    assert policy.waiting == 392
+    assert policy.overdue(100.45, 0.5, WALL_MS) == []
+    # silent 0.6 s: judged by that pace now (it keeps int(8 x 0.5 / 0.6) = 6), and those 6
+    # were held past the hold as well: everything goes back
+    out = policy.overdue(100.6, 0.5, WALL_MS)
+    assert len(out) == 392 and policy.waiting == 0
+
+
+def test_a_proven_host_keeps_what_it_reaches_before_a_put_back_could_return() -> None:
+    """Held 0.7 s at a proven host: past the hold (0.5 s) but not past DEFER_MIN_MS, the
+    soonest it could come back, so it stays; held 1.1 s, it goes back."""
+    policy = DispatchPolicy(share=2, concurrency=16)
+    first, second = works("h:80", 2, claimed=100.0)
+    assert policy.add([first, second], 100.0) == [first]  # unproven: its probe of 1
+    assert policy.finished(first, 0.01, 100.0) == [second]  # proven now: its share of 2
+    third, waiting = works("h:80", 2, claimed=100.0, first=2)
+    assert policy.add([third, waiting], 100.0) == [third]
+    assert policy.overdue(100.7, 0.5, WALL_MS) == []
+    assert policy.overdue(101.1, 0.5, WALL_MS) == [(waiting, WALL_MS + DEFER_MIN_MS)]
 
 
 def test_take_waiting_takes_every_waiting_delivery_and_nothing_admitted() -> None:
