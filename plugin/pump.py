@@ -29,8 +29,9 @@ threads at once (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``), and only once it has show
 answers: a host whose last attempt did not end within a second gets an eighth of that share,
 and such hosts together at most half of the threads (see :mod:`.dispatch_policy`). Deliveries
 over a host's limit wait in memory only as long as that host is expected to take to get to them
-(at most ``HOLD_SECONDS``, or ``DEFER_MIN_MS`` for a proven host); the rest go back to ``due`` for when the host should have room, so
-they neither hold threads nor keep this job from claiming work for other hosts.
+(at most ``HOLD_SECONDS``, or ``DEFER_MIN_MS`` for a proven host); the rest go back to ``due``
+for when the host should have room, so they neither hold threads nor keep this job from
+claiming work for other hosts.
 
 The parts: the loop of one job is here; claiming and fan-out in :mod:`.pump_claims`, recording
 results in :mod:`.pump_results` (both mixed into :class:`Pump`), the threads in
