@@ -37,6 +37,7 @@ function runWorker() {
   let first = 0;
   let last = 0;
   let records = [];
+  let epoch = 0; // the primary's reset count this worker has seen (tags its reports)
 
   const note = (kind, req) => {
     const at = nowMs();
@@ -70,14 +71,15 @@ function runWorker() {
 
   setInterval(() => {
     if (counts[0] + counts[1] + counts[2] === 0) return;
-    process.send({ counts, first, last, records });
+    process.send({ epoch, counts, first, last, records });
     counts = [0, 0, 0];
     first = 0;
     records = [];
   }, 20);
 
   process.on('message', (msg) => {
-    if (msg === 'reset') {
+    if (msg && msg.reset !== undefined) {
+      epoch = msg.reset;
       counts = [0, 0, 0];
       first = 0;
       last = 0;
@@ -89,7 +91,12 @@ function runWorker() {
 function runPrimary() {
   const totals = { fast: 0, slow: 0, hang: 0, first_ms: 0, last_ms: 0 };
   let records = [];
+  // Each reset starts an epoch; a report counted before a worker saw the reset (sent before
+  // it, or crossing it on the way) carries the old one and is dropped, so no scenario is
+  // credited with the receipts of the one before.
+  let epoch = 0;
   const reset = () => {
+    epoch += 1;
     Object.assign(totals, { fast: 0, slow: 0, hang: 0, first_ms: 0, last_ms: 0 });
     records = [];
   };
@@ -100,6 +107,7 @@ function runPrimary() {
       ready += 1;
     });
     worker.on('message', (msg) => {
+      if (msg.epoch !== epoch) return;
       totals.fast += msg.counts[0];
       totals.slow += msg.counts[1];
       totals.hang += msg.counts[2];
@@ -119,7 +127,7 @@ function runPrimary() {
       body = JSON.stringify(records);
     } else if (req.url === '/reset' && req.method === 'POST') {
       reset();
-      for (const worker of Object.values(cluster.workers)) worker.send('reset');
+      for (const worker of Object.values(cluster.workers)) worker.send({ reset: epoch });
       body = '{}';
     } else {
       res.writeHead(404);
