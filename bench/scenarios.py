@@ -4,10 +4,8 @@ starts its own worker processes (so each one's settings apply and nothing carrie
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import shutil
 import socket
 import statistics
@@ -24,6 +22,7 @@ from chatbot_webhooks import ChatbotWebhooks, endpoints
 from chatbot_webhooks.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
 from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.records import fan_out_item
+from chatbot_webhooks.signing import new_secret
 from chatbot_webhooks.state import WebhooksState, get_state
 from flask import Flask
 from rq import Queue
@@ -174,9 +173,7 @@ def preload(state: WebhooksState, bot_ids: list[str], per_bot: int) -> list[str]
     items = []
     for _ in range(per_bot):
         for bot_id in bot_ids:
-            envelope = build_event(event_id=new_event_id(), event=EVENT, chatbot_id=bot_id,
-                                   chatbot_type=QUOTE_GENERATION, data=DATA,
-                                   conversation_id=None, created_at=utc_iso())
+            envelope = _envelope(bot_id)
             state.store.add_event(envelope, ttl=state.settings.log_max_age, fan_out=False,
                                   pipe=pipe)
             items.append(fan_out_item(envelope["id"], OWNER))
@@ -394,7 +391,7 @@ def naive(bench: Bench, kind: str) -> dict[str, Any]:
     jobs, window = NAIVE_BACKLOGS[kind]
     settings = bench.settings()
     queue_name = settings["WEBHOOKS_QUEUE"]
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    secret = new_secret()
     url = bench.receiver.url("/fast/naive")
     queue = Queue(queue_name, connection=bench.redis.client)
     command = [sys.executable, "-m", "bench.naive", bench.redis.url, queue_name, kind]
