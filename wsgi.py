@@ -15,7 +15,7 @@ from typing import Any
 
 from chatbot_webhooks import ChatbotWebhooks, get_state
 from chatbot_webhooks.config import DEFAULTS
-from chatbot_webhooks.logs import configure_logging
+from chatbot_webhooks.ops.logs import configure_logging
 from chatbot_webhooks_zapier import ZapierConnector
 from flask import Flask
 

@@ -4,7 +4,7 @@ Run as ``python -m bench.ceiling URL START_AT SECONDS [CLIENT]`` (started by
 bench/scenarios.py); prints how many POSTs answered 2xx between START_AT (epoch seconds) and
 START_AT + SECONDS. CLIENT ``requests`` (the default) is the issue's reference, a kept-alive
 ``requests.Session(trust_env=False)``; ``sender`` is the plugin's own delivery client
-(``chatbot_webhooks.outbound.Sender``, one thread), which shows how much of the engine's time
+(``chatbot_webhooks.outbound.sender.Sender``, one thread), which shows how much of the engine's time
 is the POST itself.
 """
 
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 import requests
-from chatbot_webhooks.outbound import OutboundSettings, Sender
+from chatbot_webhooks.outbound.sender import OutboundSettings, Sender
 
 BODY = b'{"payload":"' + b"x" * (1024 - 14) + b'"}'
 HEADERS = {"Content-Type": "application/json"}

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chatbot_webhooks import ChatbotWebhooks, endpoints
+from chatbot_webhooks import ChatbotWebhooks
+from chatbot_webhooks.control import endpoints
 from chatbot_webhooks.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
 from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.records import fan_out_item

@@ -18,8 +18,8 @@ from flask.cli import AppGroup
 from . import events as catalogue
 from .errors import Unavailable
 from .host import Chatbot
-from .redis_clients import REDIS_DOWN, describe
 from .state import UnknownChatbot, WebhooksState, get_state
+from .store.clients import REDIS_DOWN, describe
 
 #: What a command meets when Redis is away: the driver's errors, or emit's Unavailable.
 _REDIS_AWAY: tuple[type[Exception], ...] = (Unavailable, *REDIS_DOWN)
@@ -135,8 +135,8 @@ def emit(chatbot_id: str, event: str, data: str, conversation_id: str | None) ->
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
     """Run a delivery worker (RQ SimpleWorker + ticker). Run one per core."""
-    from .logs import configure_logging
-    from .worker import run_worker
+    from .delivery.worker import run_worker
+    from .ops.logs import configure_logging
 
     state = get_state()
     configure_logging(state.settings.log_format, replace=True)
@@ -150,7 +150,7 @@ def status(as_json: bool) -> None:
     Exits 1 when no worker is alive (usable as a check)."""
     from redis.exceptions import RedisError
 
-    from .fleet import read_fleet
+    from .ops.fleet import read_fleet
 
     try:
         fleet = read_fleet(get_state().store)

@@ -19,7 +19,7 @@ from rq import Queue
 from .api import register_api
 from .cli import webhooks_cli
 from .config import DEFAULTS, settings_from_config
-from .health import make_blueprint
+from .control.limits import RateLimits
 from .host import (
     CallerIdentity,
     Chatbot,
@@ -28,12 +28,12 @@ from .host import (
     RedisChatbots,
     as_directory,
 )
-from .limits import RateLimits
-from .metrics import register_metrics
+from .ops.health import make_blueprint
+from .ops.metrics import register_metrics
 from .portal import register_portal
-from .redis_clients import web_client
 from .state import EXTENSION_KEY, WebhooksState, get_state
 from .store import Store
+from .store.clients import web_client
 
 
 class ChatbotWebhooks:

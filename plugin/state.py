@@ -16,16 +16,16 @@ from rq import Queue
 
 from . import events as catalogue
 from .config import Settings
-from .enqueue import enqueue_pump
+from .control.limits import RateLimits
+from .delivery.enqueue import enqueue_pump
 from .errors import Gone, NotFound, Unavailable
 from .events import TEST_EVENT, build_event, is_id, new_event_id, new_id, utc_iso
 from .host import CallerIdentity, Chatbot, ChatbotDirectory, RedisApiKeys, RedisChatbots
-from .limits import RateLimits
-from .readiness import readiness
+from .ops.readiness import readiness
 from .records import PENDING, Delivery, Endpoint, now_ms
-from .redis_clients import REDIS_DOWN
 from .store import Store
-from .tally import emitted_field
+from .store.clients import REDIS_DOWN
+from .store.tally import emitted_field
 
 if TYPE_CHECKING:
     from .portal.links import PortalKeys
@@ -139,7 +139,7 @@ class WebhooksState:
     def health(self) -> tuple[dict[str, Any], int]:
         """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING
         within ``WEBHOOKS_REDIS_TIMEOUT``, else the same keys with 503 (see
-        :func:`chatbot_webhooks.readiness.readiness`). A Flask view may return it as it is."""
+        :func:`chatbot_webhooks.ops.readiness.readiness`). A Flask view may return it as it is."""
         return readiness(self.store)
 
     def send_test(self, bot: Chatbot, endpoint: Endpoint) -> Delivery:
@@ -186,7 +186,7 @@ class WebhooksState:
         return delivery
 
     def enqueue_pump(self, pump_id: str) -> None:
-        """Start one delivery job (see :mod:`chatbot_webhooks.jobs`)."""
+        """Start one delivery job (see :mod:`chatbot_webhooks.delivery.jobs`)."""
         enqueue_pump(self.queue, self.settings, pump_id)
 
 

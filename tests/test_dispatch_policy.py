@@ -4,14 +4,14 @@ clock: every time is a number the test passes in."""
 
 from __future__ import annotations
 
-from chatbot_webhooks.dispatch_policy import (
+from chatbot_webhooks.delivery.dispatch_policy import (
     DEFER_MAX_MS,
     DEFER_MIN_MS,
     PROVEN_SECONDS,
     DispatchPolicy,
 )
+from chatbot_webhooks.delivery.work import Work
 from chatbot_webhooks.records import PENDING, Delivery, Endpoint
-from chatbot_webhooks.work import Work
 
 WALL_MS = 1_000_000  # the wall clock (ms) read with ``now``
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from chatbot_webhooks import get_state
-from chatbot_webhooks.logs import TextFormatter
-from chatbot_webhooks.tally import DURATION_BUCKETS
+from chatbot_webhooks.ops.logs import TextFormatter
+from chatbot_webhooks.store.tally import DURATION_BUCKETS
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families

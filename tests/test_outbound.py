@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chatbot_webhooks.outbound import (
+from chatbot_webhooks.outbound.sender import (
     DEFAULT_USER_AGENT,
     OutboundSettings,
     Outcome,
     Sender,
     _Target,
 )
-from chatbot_webhooks.outbound_watchdog import _Attempt
+from chatbot_webhooks.outbound.watchdog import _Attempt
 
 HUGE_BYTES = 10 * 1024 * 1024
 

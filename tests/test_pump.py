@@ -12,10 +12,11 @@ from typing import Any, cast
 
 import pytest
 from chatbot_webhooks import get_state
-from chatbot_webhooks.engine import Dispatcher, Engine
+from chatbot_webhooks.delivery.engine import Dispatcher, Engine
+from chatbot_webhooks.delivery.pump import Pump
+from chatbot_webhooks.delivery.work import Work
 from chatbot_webhooks.events import utc_iso
-from chatbot_webhooks.outbound import Outcome
-from chatbot_webhooks.pump import Pump
+from chatbot_webhooks.outbound.sender import Outcome
 from chatbot_webhooks.records import (
     FAILED,
     PENDING,
@@ -26,7 +27,6 @@ from chatbot_webhooks.records import (
     fan_out_item,
     now_ms,
 )
-from chatbot_webhooks.work import Work
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis

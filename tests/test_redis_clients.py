@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from chatbot_webhooks.redis_clients import OutageLog, RideOut, worker_client
+from chatbot_webhooks.store.clients import OutageLog, RideOut, worker_client
 from redis import Redis
 
 from tests.redis_server import RedisServer
@@ -90,7 +90,7 @@ def test_a_stale_connection_is_retried_without_a_word(
 def test_a_stopping_worker_gives_up_on_redis_after_the_grace(
     two_servers: tuple[RedisServer, RedisServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatbot_webhooks import redis_clients
+    from chatbot_webhooks.store import clients as redis_clients
     from redis.exceptions import ConnectionError
 
     monkeypatch.setattr(redis_clients, "STOPPING_GRACE", 0.5)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 from chatbot_webhooks.config import DEFAULTS, parse_delays
-from chatbot_webhooks.retry import Verdict, judge, next_delay
+from chatbot_webhooks.delivery.retry import Verdict, judge, next_delay
 
 SCHEDULE = parse_delays(DEFAULTS["WEBHOOKS_RETRY_DELAYS"][0])
 

@@ -10,7 +10,7 @@ from chatbot_webhooks.api.auth import caller, require_owner
 from chatbot_webhooks.api.openapi import may_answer
 from chatbot_webhooks.api.parsing import PluginBlueprint as Blueprint
 from chatbot_webhooks.api.rate_limits import limited
-from chatbot_webhooks.endpoints import subscribe
+from chatbot_webhooks.control.endpoints import subscribe
 from chatbot_webhooks.errors import Invalid
 from chatbot_webhooks.events import is_id
 from chatbot_webhooks.host import Chatbot

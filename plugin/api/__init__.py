@@ -21,7 +21,7 @@ from werkzeug.exceptions import (
 
 from ..config import Settings
 from ..errors import Unavailable, WebhookError
-from ..redis_clients import REDIS_DOWN
+from ..store.clients import REDIS_DOWN
 from . import deliveries, docs, events, registration, webhooks
 from .openapi import ErrorResponses
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from .. import endpoints
+from ..control import endpoints
 from .auth import eligible_bot, require_owner
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint

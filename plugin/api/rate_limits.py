@@ -1,5 +1,5 @@
 """The rate limits as views apply them: :func:`limited`, a decorator that counts a request
-against the current app's :class:`~chatbot_webhooks.limits.RateLimits` before the view runs
+against the current app's :class:`~chatbot_webhooks.control.limits.RateLimits` before the view runs
 (before its body is parsed), by default for the API's authenticated caller.
 """
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-from ..limits import OwnerLimit, RateLimits
+from ..control.limits import OwnerLimit, RateLimits
 from ..state import get_state
 from .auth import caller
 

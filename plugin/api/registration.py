@@ -13,7 +13,7 @@ from flask import jsonify
 from flask.typing import ResponseReturnValue
 from flask.views import MethodView
 
-from .. import endpoints
+from ..control import endpoints
 from ..errors import NotFound
 from ..records import Endpoint
 from ..state import WebhooksState

@@ -14,16 +14,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from . import events as catalogue
-from .config import Settings
-from .errors import Conflict, Invalid, NotFound
-from .events import is_id, new_id, utc_iso
-from .host import Chatbot
-from .records import WEBHOOK, ZAPIER, Delivery, Endpoint
-from .signing import SignatureError, new_secret, secret_key
-from .store import Store
-from .store_endpoints import NameTaken, TooManyEndpoints
-from .urlrules import UrlRefused, check_url
+from .. import events as catalogue
+from ..config import Settings
+from ..errors import Conflict, Invalid, NotFound
+from ..events import is_id, new_id, utc_iso
+from ..host import Chatbot
+from ..records import WEBHOOK, ZAPIER, Delivery, Endpoint
+from ..signing import SignatureError, new_secret, secret_key
+from ..store import Store
+from ..store.endpoints import NameTaken, TooManyEndpoints
+from ..urlrules import UrlRefused, check_url
 
 DEFAULT_NAME = "default"
 

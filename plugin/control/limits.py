@@ -26,7 +26,7 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis import Redis
 
-from .errors import WebhookError
+from ..errors import WebhookError
 
 #: The per-owner limits, by the name a view uses.
 OwnerLimit = Literal["test", "redeliver", "writes"]

@@ -13,12 +13,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .records import ZAPIER
+from ..records import ZAPIER
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .outbound import Outcome
-    from .records import Endpoint
+    from ..config import Settings
+    from ..outbound.sender import Outcome
+    from ..records import Endpoint
     from .work import Work
 
 log = logging.getLogger("chatbot_webhooks.delivery")

@@ -1,9 +1,9 @@
 """The claiming side of the delivery loop: claim a batch from ``due``, fan each event out to
 the endpoints that want it, and hand the deliveries, signed and ready, to the dispatcher.
 
-Part of :class:`chatbot_webhooks.pump.Pump` (a mixin: the state it shares with the other parts
-is set and documented in ``Pump.__init__``), with the caches of endpoints, events and signing
-keys it reads through.
+Part of :class:`chatbot_webhooks.delivery.pump.Pump` (a mixin: the state it shares with the
+other parts is set and documented in ``Pump.__init__``), with the caches of endpoints, events
+and signing keys it reads through.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from collections import Counter
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from .config import Settings
-from .engine import Dispatcher
-from .events import payload_for, utc_iso
-from .outbound import Outcome
-from .records import (
+from ..config import Settings
+from ..events import payload_for, utc_iso
+from ..outbound.sender import Outcome
+from ..records import (
     PENDING,
     ZAPIER,
     Delivery,
@@ -28,8 +27,9 @@ from .records import (
     now_ms,
     parse_fan_out_item,
 )
-from .signing import SignatureError, secret_key
-from .store import Store
+from ..signing import SignatureError, secret_key
+from ..store import Store
+from .engine import Dispatcher
 from .work import _GONE, Work, _Event
 
 #: The delivery loop's logger: one name for all its parts.

@@ -3,8 +3,8 @@ in memory for their receiver host, and which go back to ``due``, and when.
 
 Pure decisions, no threads, no queues, no clock: every time is passed in, so the rules are
 tested on their own (``tests/test_dispatch_policy.py``). The engine's
-:class:`~chatbot_webhooks.engine.Dispatcher` runs them under its lock and hands what they admit
-to the threads' queue.
+:class:`~chatbot_webhooks.delivery.engine.Dispatcher` runs them under its lock and hands what
+they admit to the threads' queue.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The delivery engine of a worker process: the delivery threads that sign and POST, the
 dispatcher that feeds them, and the doorbell watcher that wakes the running job.
 
-Kept from one job to the next (see :mod:`chatbot_webhooks.jobs`), so that threads and
+Kept from one job to the next (see :mod:`chatbot_webhooks.delivery.jobs`), so that threads and
 kept-alive TCP connections are reused. The decisions of the dispatcher are pure code in
-:mod:`chatbot_webhooks.dispatch_policy`; this module adds the lock, the threads' queue and the
-clock.
+:mod:`chatbot_webhooks.delivery.dispatch_policy`; this module adds the lock, the threads' queue
+and the clock.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from queue import Empty, SimpleQueue
 
 from redis import Redis
 
-from .config import Settings
+from ..config import Settings
+from ..outbound.sender import OutboundSettings, Outcome, Sender
+from ..records import now_ms
+from ..signing import signed_headers
+from ..store import Store
 from .dispatch_policy import DispatchPolicy
-from .outbound import OutboundSettings, Outcome, Sender
-from .records import now_ms
-from .signing import signed_headers
-from .store import Store
 from .work import Work
 
 #: The delivery loop's logger: one name for all its parts.
@@ -35,7 +35,7 @@ _WAKE = None  # put on the results queue by the doorbell thread
 
 class Dispatcher:
     """Hands claimed deliveries to the threads, each host up to its share of them (as its
-    :class:`~chatbot_webhooks.dispatch_policy.DispatchPolicy` decides, under one lock).
+    :class:`~chatbot_webhooks.delivery.dispatch_policy.DispatchPolicy` decides, under one lock).
 
     A delivery of a host below its share goes straight to the threads' queue (first come,
     first served); the others wait, per host, and the thread that finishes an attempt of

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rq import Queue
 
-from .config import Settings
+from ..config import Settings
 
 #: The RQ job that runs the delivery loop, as workers import it (a contract).
 PUMP_JOB = "chatbot_webhooks.jobs.pump"

@@ -1,10 +1,11 @@
 """RQ job functions. Plain importable functions taking plain values; no Flask.
 
 There is one kind of job, :func:`pump`: it runs the delivery loop of
-:mod:`chatbot_webhooks.pump` until there is nothing left to do. Jobs are started by ``emit``
-(when fewer jobs run than there are worker processes), by the worker's ticker (retries falling
-due, leases of dead workers running out) and by a job that hands over after
-``WEBHOOKS_PUMP_MAX_SECONDS``; each of them with :func:`chatbot_webhooks.enqueue.enqueue_pump`.
+:mod:`chatbot_webhooks.delivery.pump` until there is nothing left to do. Jobs are started by
+``emit`` (when fewer jobs run than there are worker processes), by the worker's ticker (retries
+falling due, leases of dead workers running out) and by a job that hands over after
+``WEBHOOKS_PUMP_MAX_SECONDS``; each of them with
+:func:`chatbot_webhooks.delivery.enqueue.enqueue_pump`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 from redis import Redis
 from rq import get_current_job
 
-from .config import Settings
+from ..config import Settings
+from ..store.clients import place
 from .engine import Engine
 from .pump import Pump
-from .redis_clients import place
 
 #: One Engine per (connection target, settings) in a worker process, kept between jobs so that
 #: threads and kept-alive HTTP connections are reused.
@@ -58,7 +59,7 @@ def pump(settings: dict[str, Any], pump_id: str) -> int:
     """The delivery job. Returns how many delivery attempts it made."""
     job = get_current_job()
     if job is None:
-        raise RuntimeError("chatbot_webhooks.jobs.pump must run inside an RQ worker")
+        raise RuntimeError("chatbot_webhooks.delivery.jobs.pump must run inside an RQ worker")
     chosen = _worker_settings or Settings.from_job_dict(settings)
     engine = engine_for(_worker_redis or job.connection, chosen)
     with place("delivery job"):

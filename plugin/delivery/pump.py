@@ -33,8 +33,8 @@ over a host's limit wait in memory only as long as that host is expected to take
 for when the host should have room, so they neither hold threads nor keep this job from
 claiming work for other hosts.
 
-The parts: the loop of one job is here; claiming and fan-out in :mod:`.pump_claims`, recording
-results in :mod:`.pump_results` (both mixed into :class:`Pump`), the threads in
+The parts: the loop of one job is here; claiming and fan-out in :mod:`.claims`, recording
+results in :mod:`.results` (both mixed into :class:`Pump`), the threads in
 :mod:`.engine`, the per-host rules in :mod:`.dispatch_policy`.
 """
 
@@ -46,13 +46,13 @@ from collections import Counter
 from queue import Empty
 from typing import Any
 
+from ..events import new_id
+from ..outbound.sender import Outcome
+from ..records import Delivery, Endpoint, now_ms
+from .claims import Claiming
 from .engine import Engine
 from .enqueue import enqueue_pump
-from .events import new_id
-from .outbound import Outcome
-from .pump_claims import Claiming
-from .pump_results import Recording
-from .records import Delivery, Endpoint, now_ms
+from .results import Recording
 from .work import Work, _Event
 
 #: Seconds between two looks for deliveries held too long (also done after every claim).

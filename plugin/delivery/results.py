@@ -2,8 +2,8 @@
 attempts stored, retries re-scored, final states closed, webhooks counted, deactivated or
 removed), and put back to ``due`` what was claimed but not attempted.
 
-Part of :class:`chatbot_webhooks.pump.Pump` (a mixin: the state it shares with the other parts
-is set and documented in ``Pump.__init__``).
+Part of :class:`chatbot_webhooks.delivery.pump.Pump` (a mixin: the state it shares with the
+other parts is set and documented in ``Pump.__init__``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from functools import partial
 
 from redis.client import Pipeline
 
+from ..config import Settings
+from ..events import utc_iso
+from ..outbound.sender import Outcome
+from ..records import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, now_ms
+from ..store import Store
+from ..store.tally import Tally
 from .attempt_log import answered_gone, attempt_failed, deactivated
-from .config import Settings
 from .dispatch_policy import HOLD_SECONDS
 from .engine import Dispatcher
-from .events import utc_iso
-from .outbound import Outcome
-from .records import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, now_ms
 from .retry import Verdict, judge, next_delay
-from .store import Store
-from .tally import Tally
 from .work import _GONE, Work, _Event
 
 

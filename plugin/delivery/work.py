@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import Delivery, Endpoint
+from ..records import Delivery, Endpoint
 
 
 @dataclass(eq=False)

@@ -7,7 +7,7 @@ the ticker announces this worker as alive (so emit may start one job per live wo
 starts a delivery job when work is due and fewer jobs run than there are workers.
 
 Why it never dies of Redis: the process talks to Redis through a client whose calls wait out an
-outage (:func:`chatbot_webhooks.redis_clients.worker_client`), so neither a delivery job, nor
+outage (:func:`chatbot_webhooks.store.clients.worker_client`), so neither a delivery job, nor
 the ticker, nor RQ's own loop (dequeue, heartbeats, ``register_death``) sees the error; the
 outage is logged once when it starts and once when it ends. A job cut off meanwhile leaves its
 claims to their leases, as when a worker is killed.
@@ -33,15 +33,16 @@ from types import FrameType
 from redis import Redis
 from rq import Queue, SimpleWorker
 
+from ..config import Settings
+from ..events import new_id
+from ..store import Store
+from ..store.clients import REDIS_DOWN, OutageLog, RideOut, place, worker_client
 from . import pump
-from .config import Settings
 from .enqueue import enqueue_pump
-from .events import new_id
 from .jobs import close_engines, use_worker_settings
-from .redis_clients import REDIS_DOWN, OutageLog, RideOut, place, worker_client
-from .store import Store
 
-log = logging.getLogger(__name__)
+#: The logger keeps the name it had before the module moved (log filters name it).
+log = logging.getLogger("chatbot_webhooks.worker")
 
 TICK_SECONDS = 1.0
 HEARTBEAT_TTL = 5.0

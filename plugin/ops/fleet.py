@@ -11,10 +11,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .events import utc_iso
-from .records import text
-from .store import Store
-from .tally import DURATION_BUCKETS, DURATION_SUM, FINISHED, OUTCOMES, bucket_name
+from ..events import utc_iso
+from ..records import text
+from ..store import Store
+from ..store.tally import DURATION_BUCKETS, DURATION_SUM, FINISHED, OUTCOMES, bucket_name
 
 
 @dataclass(frozen=True)

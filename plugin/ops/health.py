@@ -5,7 +5,7 @@ no Redis call (a Redis outage must not restart every web process, which could do
 it); ``/readyz`` says whether this process can serve requests now, so a load balancer can hold
 traffic back while Redis is away. The routes are mounted only with ``WEBHOOKS_HEALTH_ROUTES``: a
 platform usually has health routes of its own and may fold :meth:`health` into them. The check
-itself is :func:`chatbot_webhooks.readiness.readiness`.
+itself is :func:`chatbot_webhooks.ops.readiness.readiness`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from .errors import Unavailable
-from .state import get_state
+from ..errors import Unavailable
+from ..state import get_state
 
 
 def make_blueprint() -> Blueprint:
@@ -27,7 +27,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.get("/readyz")
     def readyz() -> ResponseReturnValue:
-        """Readiness: Redis answers (see :func:`chatbot_webhooks.readiness.readiness`)."""
+        """Readiness: Redis answers (see :func:`chatbot_webhooks.ops.readiness.readiness`)."""
         body, status = get_state().health()
         headers = {"Retry-After": str(Unavailable.retry_after)} if status == 503 else {}
         return body, status, headers

@@ -1,7 +1,7 @@
 """Prometheus metrics of the whole fleet, from Redis, and the route that serves them.
 
 :class:`FleetCollector` is a custom collector: at each scrape it reads the fleet's figures
-(:func:`chatbot_webhooks.fleet.read_fleet`, one pipeline) and turns them into metric
+(:func:`chatbot_webhooks.ops.fleet.read_fleet`, one pipeline) and turns them into metric
 families. Nothing is counted in this process, so every web process shows the same figures,
 those of every worker wherever it runs. The names and labels are a public contract (README,
 "Operating it").
@@ -23,10 +23,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from .api import error_body
-from .config import Settings
+from ..api import error_body
+from ..config import Settings
+from ..store import Store
 from .fleet import read_fleet
-from .store import Store
 
 PREFIX = "chatbot_webhooks_"
 #: Seconds a scraper is told to wait when Redis cannot be read.

@@ -1,14 +1,14 @@
 """The readiness check behind ``webhooks.health()`` and ``GET /readyz``: does Redis answer, and
 how many workers live. No Flask: the state's ``health()`` calls it, the health routes
-(:mod:`chatbot_webhooks.health`) serve its answer.
+(:mod:`chatbot_webhooks.ops.health`) serve its answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .redis_clients import REDIS_DOWN, describe
-from .store import Store
+from ..store import Store
+from ..store.clients import REDIS_DOWN, describe
 
 
 def readiness(store: Store) -> tuple[dict[str, Any], int]:

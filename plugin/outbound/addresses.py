@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .urlrules import Lookup, resolve_public
+from ..urlrules import Lookup, resolve_public
 
 #: How long a checked DNS answer is reused for new connections to the same (host, port).
 _ADDRESS_TTL = 5.0

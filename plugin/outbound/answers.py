@@ -10,8 +10,8 @@ import socket
 import ssl
 from datetime import UTC, datetime
 
-from .outbound_watchdog import _Attempt
-from .urlrules import UnresolvableHost, UrlRefused
+from ..urlrules import UnresolvableHost, UrlRefused
+from .watchdog import _Attempt
 
 
 class _Response(http.client.HTTPResponse):

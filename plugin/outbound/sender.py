@@ -15,8 +15,8 @@ slow, huge, hostile or pointed at our own network:
 Network problems never raise: they come back as an ``Outcome`` with ``error`` set, so the
 delivery job has one thing to record and one place to decide on a retry.
 
-The address lookup (:mod:`.outbound_addresses`), the attempt's deadline and its watchdog
-(:mod:`.outbound_watchdog`) and the reading of answers (:mod:`.outbound_answers`) are modules
+The address lookup (:mod:`.addresses`), the attempt's deadline and its watchdog
+(:mod:`.watchdog`) and the reading of answers (:mod:`.answers`) are modules
 of their own; the Sender here puts them together.
 """
 
@@ -38,10 +38,10 @@ import certifi
 import idna
 from requests.utils import requote_uri
 
-from .outbound_addresses import _AddressCache
-from .outbound_answers import _describe, _Interim, _parse_retry_after, _Response
-from .outbound_watchdog import _Attempt, _Watchdog
-from .urlrules import Lookup, UrlRefused, check_url
+from ..urlrules import Lookup, UrlRefused, check_url
+from .addresses import _AddressCache
+from .answers import _describe, _Interim, _parse_retry_after, _Response
+from .watchdog import _Attempt, _Watchdog
 
 __all__ = ["OutboundSettings", "Outcome", "Sender"]
 

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from .outbound_addresses import _AddressCache
+from .addresses import _AddressCache
 
 #: How often the watchdog looks for attempts past their deadline; the cut is this late at most.
 _WATCHDOG_TICK = 0.02

@@ -11,8 +11,8 @@ import hmac
 
 from flask import Response, abort, g, make_response, request
 
-from ..redis_clients import REDIS_DOWN
 from ..state import WebhooksState, get_state
+from ..store.clients import REDIS_DOWN
 from .error_pages import redis_down_page
 from .links import COOKIE_NAME, Access, PortalKeys, PortalSession, new_session
 

@@ -4,14 +4,14 @@ The views never write anything themselves; they call these. So the portal can do
 API refuses, and each action counts against the same per-owner rate limit as its API route
 (``WEBHOOKS_RATE_LIMIT_WRITES``, ``_TEST``, ``_REDELIVER``, counted in the same Redis), so an
 owner cannot go round the API's limits through the pages: over the limit an action raises
-:class:`~chatbot_webhooks.limits.RateLimited` (429) and changes nothing.
+:class:`~chatbot_webhooks.control.limits.RateLimited` (429) and changes nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import endpoints
+from ..control import endpoints
 from ..host import Chatbot
 from ..records import Delivery, Endpoint
 from ..state import WebhooksState

@@ -3,7 +3,7 @@
 The portal builds the same JSON body a REST client would send and loads it with
 ``WebhookCreate`` / ``WebhookUpdate``, so names, URLs, events and custom parameters are refused
 by the same rules in the same words; the rules that need context then run in
-:mod:`chatbot_webhooks.endpoints`, as for the API.
+:mod:`chatbot_webhooks.control.endpoints`, as for the API.
 """
 
 from __future__ import annotations

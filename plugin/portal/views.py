@@ -13,14 +13,14 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from .. import endpoints
 from .. import events as catalogue
+from ..control import endpoints
 from ..errors import Conflict, Forbidden, Invalid, NotFound, WebhookError
 from ..events import is_id, payload_for, utc_iso
 from ..host import Chatbot
 from ..records import FAILED, PENDING, SUCCEEDED, Delivery, Endpoint
-from ..redis_clients import REDIS_DOWN
 from ..state import WebhooksState, get_state
+from ..store.clients import REDIS_DOWN
 from . import access, actions
 from .error_pages import domain_error_page, http_error_page, redis_down_page
 from .forms import WebhookForm, add_errors, form_for, read_form

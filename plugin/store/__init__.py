@@ -5,12 +5,17 @@ in. Multi-key changes that must be all-or-nothing are Lua scripts (atomic in Red
 pipelines; everything a hot path does is pipelined.
 
 Made of one part per concern, each with its own Lua scripts, sharing the connection and the
-key names (:mod:`chatbot_webhooks.store_keys`, which also shows the key layout): endpoints
-(:mod:`~chatbot_webhooks.store_endpoints`), events (:mod:`~chatbot_webhooks.store_events`), the
-delivery log (:mod:`~chatbot_webhooks.store_deliveries`) and the work queue
-(:mod:`~chatbot_webhooks.store_due`). What is left here is small: worker heartbeats, the
+key names (:mod:`chatbot_webhooks.store.keys`, which also shows the key layout): endpoints
+(:mod:`~chatbot_webhooks.store.endpoints`), events (:mod:`~chatbot_webhooks.store.events`), the
+delivery log (:mod:`~chatbot_webhooks.store.deliveries`) and the work queue
+(:mod:`~chatbot_webhooks.store.due`). What is left here is small: worker heartbeats, the
 fleet's counters and the portal's shared keys. The records themselves are in
-:mod:`chatbot_webhooks.records`.
+:mod:`chatbot_webhooks.records`. The package also holds the plugin's Redis clients
+(:mod:`~chatbot_webhooks.store.clients`: fail fast on the web side, ride out outages in a
+worker) and the counters as workers keep them (:mod:`~chatbot_webhooks.store.tally`).
+
+May import: the ground (the plugin's root modules ``records``, ``config`` ...) and
+``outbound`` (for the names of outcomes it counts).
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from .records import now_ms
-from .records import text as _text
-from .store_deliveries import DeliveryLog
-from .store_due import DueSet
-from .store_endpoints import EndpointStore
-from .store_events import EventStore
-from .store_keys import _run
+from ..records import now_ms
+from ..records import text as _text
+from .deliveries import DeliveryLog
+from .due import DueSet
+from .endpoints import EndpointStore
+from .events import EventStore
+from .keys import _run
 from .tally import DURATION_SUM, Tally
 
 # KEYS: metrics. ARGV: seconds to add to the duration sum, then field/increment pairs.

@@ -28,7 +28,8 @@ from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
 
-log = logging.getLogger(__name__)
+#: The logger keeps the name it had before the module moved (log filters name it).
+log = logging.getLogger("chatbot_webhooks.redis_clients")
 
 T = TypeVar("T")
 

@@ -12,9 +12,9 @@ from typing import cast
 from redis import Redis
 from redis.client import Pipeline
 
-from .records import DELIVERY_FIELDS, Delivery, fast_json, now_ms
-from .records import text as _text
-from .store_keys import StoreKeys, _decode, _run
+from ..records import DELIVERY_FIELDS, Delivery, fast_json, now_ms
+from ..records import text as _text
+from .keys import StoreKeys, _decode, _run
 
 _DELIVERY_FIELDS_JSON = json.dumps(DELIVERY_FIELDS)
 

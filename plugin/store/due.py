@@ -10,9 +10,9 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from .records import Claimed, now_ms
-from .records import text as _text
-from .store_keys import StoreKeys, _run
+from ..records import Claimed, now_ms
+from ..records import text as _text
+from .keys import StoreKeys, _run
 
 # KEYS: due. ARGV: now, lease end, limit, key prefix. Returns member, old score, event, bot
 # version, chatbot id, event name for each claimed member: for a fan-out member the stored

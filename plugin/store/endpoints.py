@@ -12,9 +12,9 @@ from typing import Any, cast
 from redis import Redis
 from redis.client import Pipeline
 
-from .records import WEBHOOK, ZAPIER, Endpoint, _field
-from .records import text as _text
-from .store_keys import StoreKeys, _decode, _run
+from ..records import WEBHOOK, ZAPIER, Endpoint, _field
+from ..records import text as _text
+from .keys import StoreKeys, _decode, _run
 
 
 class NameTaken(Exception):

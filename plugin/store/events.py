@@ -11,8 +11,8 @@ from typing import Any, cast
 from redis import Redis
 from redis.client import Pipeline
 
-from .records import fan_out_item, now_ms
-from .store_keys import StoreKeys, _run
+from ..records import fan_out_item, now_ms
+from .keys import StoreKeys, _run
 
 # KEYS: event, recent list, due, doorbell, metrics. ARGV: envelope, ttl, recent samples to
 # keep (0: no sample), fan-out member ('': none), now, counter field ('': not counted). Stores

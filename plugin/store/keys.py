@@ -25,7 +25,7 @@ Key layout (``p`` is the configured prefix)::
     p workers               zset   live worker processes -> heartbeat end (ms)
     p workers:info          hash   worker -> JSON {host, pid, at (ms of its last beat)}
     p disabled              set    ids of webhooks deactivated by failures or a 410
-    p metrics               hash   the fleet's counters (see chatbot_webhooks.tally)
+    p metrics               hash   the fleet's counters (see chatbot_webhooks.store.tally)
 """
 
 from __future__ import annotations

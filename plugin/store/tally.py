@@ -3,7 +3,7 @@
 Why in Redis and not in each process: workers run anywhere, and one scrape of any web process
 must show the whole fleet. So every process adds its counts to ``p metrics`` inside writes it
 makes anyway (the ``emit`` script, the pipeline that records a batch of attempts), which costs
-no extra round trip; :mod:`chatbot_webhooks.metrics` turns the hash into Prometheus families.
+no extra round trip; :mod:`chatbot_webhooks.ops.metrics` turns the hash into Prometheus families.
 
 Fields of ``p metrics`` (all only ever go up)::
 
@@ -23,7 +23,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .outbound import Outcome
+    from ..outbound.sender import Outcome
 
 #: Upper bounds (seconds) of the attempt-duration histogram, fixed so that counts added by
 #: different workers always fall in the same buckets; ``+Inf`` follows the last one. They
