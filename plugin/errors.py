@@ -9,6 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_body(code: int, name: str, message: str, errors: Any = None) -> dict[str, Any]:
+    """The one JSON error shape of every plugin route: ``code``, ``status``, ``message`` and,
+    when there are any, ``errors``. Here, below every route that answers with it (the API,
+    the metrics route, the Zapier routes), so none of them imports another to shape an error."""
+    body: dict[str, Any] = {"code": code, "status": name, "message": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
 class WebhookError(Exception):
     status = 400
 

@@ -109,7 +109,7 @@ class ChatbotWebhooks:
 
         register_api(app, settings)
         if settings.health_routes:
-            app.register_blueprint(make_blueprint())
+            app.register_blueprint(make_blueprint(state.health))
         if settings.metrics:
             register_metrics(app, store, settings)
         if settings.portal_prefix:

@@ -20,7 +20,7 @@ from werkzeug.exceptions import (
 )
 
 from ..config import Settings
-from ..errors import Unavailable, WebhookError
+from ..errors import Unavailable, WebhookError, error_body
 from ..store.clients import REDIS_DOWN
 from . import deliveries, docs, events, registration, webhooks
 from .openapi import ErrorResponses
@@ -44,13 +44,6 @@ class PluginApi(Api):  # type: ignore[misc]
 
     def _register_error_handlers(self) -> None:
         return None
-
-
-def error_body(code: int, name: str, message: str, errors: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"code": code, "status": name, "message": message}
-    if errors:
-        body["errors"] = errors
-    return body
 
 
 def handle_http_exception(error: HTTPException) -> ResponseReturnValue:

@@ -23,8 +23,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from ..api import error_body
 from ..config import Settings
+from ..errors import error_body
 from ..store import Store
 from .fleet import read_fleet
 
