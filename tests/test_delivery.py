@@ -566,3 +566,32 @@ def test_a_deleted_webhook_gets_nothing_after_deletion(
     receiver.wait_for(2, "/keep")
     assert len(receiver.on("/gone")) == 1
     assert keep["id"]
+
+
+def test_a_job_queued_under_the_path_of_an_older_release_still_delivers(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    """A fleet upgrading from 0.1: a web process still on it queues the job by its old path
+    (``chatbot_webhooks.jobs.pump``); the upgraded worker runs it, not fails it."""
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
+
+    state = get_state(app)
+    hook = add_hook(client, alice, "quote", receiver.url())
+    pipe = state.store.redis.pipeline(transaction=False)  # an event, as 0.1's emit stores it
+    envelope = {"id": "evt_0123456789abcdef0123456789", "object": "event",
+                "event": "quote.created", "created_at": "2026-12-03T10:00:00.000Z",
+                "chatbot": {"id": alice.bots["quote"], "type": "Quote Generation"},
+                "data": {"n": 1}}
+    state.store.add_event(envelope, ttl=600, owner="alice", pipe=pipe)
+    pipe.execute()
+    job = state.queue.enqueue_call("chatbot_webhooks.jobs.pump", job_id="pump_legacy",
+                                   args=(state.settings.to_job_dict(), "pump_legacy"),
+                                   result_ttl=0, failure_ttl=600)
+    workers.start()
+    got = receiver.wait_for(1)
+    assert got[0].headers["webhook-id"] == envelope["id"]
+    # the job itself ran to its end (result_ttl=0: its hash is gone) and did not fail
+    wait_until(lambda: not Job.exists(job.id, connection=state.store.redis))
+    assert job.id not in FailedJobRegistry(queue=state.queue).get_job_ids()
+    assert final(client, alice, "quote", hook)[0]["status"] == "succeeded"

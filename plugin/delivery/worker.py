@@ -29,17 +29,20 @@ import threading
 import time
 import uuid
 from types import FrameType
+from typing import Any
 
 from redis import Redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from ..config import Settings
 from ..events import new_id
 from ..store import Store
 from ..store.clients import REDIS_DOWN, OutageLog, RideOut, place, worker_client
 from . import pump
-from .enqueue import enqueue_pump
+from .enqueue import LEGACY_PUMP_JOBS, enqueue_pump
 from .jobs import close_engines, use_worker_settings
+from .jobs import pump as pump_job
 
 #: The logger keeps the name it had before the module moved (log filters name it).
 log = logging.getLogger("chatbot_webhooks.worker")
@@ -84,6 +87,18 @@ class Ticker(threading.Thread):
                 self.store.forget_worker(self.worker_name)
             except REDIS_DOWN:  # the heartbeat runs out by itself
                 pass
+
+
+class DeliveryJob(Job):
+    """RQ's ``Job``, which also runs delivery jobs queued under an earlier path of the job
+    function (:data:`~chatbot_webhooks.delivery.enqueue.LEGACY_PUMP_JOBS`): a fleet upgrading
+    from 0.1 keeps delivering what its older web processes queue meanwhile."""
+
+    @property
+    def func(self) -> Any:
+        if self.func_name in LEGACY_PUMP_JOBS:
+            return pump_job
+        return super().func
 
 
 class DeliveryWorker(SimpleWorker):
@@ -145,7 +160,7 @@ def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None
     use_worker_settings(settings, redis)
     ticker = Ticker(redis, settings, name)
     worker = DeliveryWorker([Queue(settings.queue, connection=rq_redis)], connection=rq_redis,
-                            name=name)
+                            name=name, job_class=DeliveryJob)
     worker.retry = retry
     try:
         with place("worker"):
