@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from ..config import Settings
 from ..events import payload_for, utc_iso
 from ..outbound.sender import Outcome
 from ..records import (
@@ -28,8 +26,7 @@ from ..records import (
     parse_fan_out_item,
 )
 from ..signing import SignatureError, secret_key
-from ..store import Store
-from .engine import Dispatcher
+from .loop_state import LoopState
 from .work import _GONE, Work, _Event
 
 #: The delivery loop's logger: one name for all its parts.
@@ -40,26 +37,8 @@ log = logging.getLogger("chatbot_webhooks.pump")
 HELD_PER_THREAD = 4
 
 
-class Claiming:
+class Claiming(LoopState):
     """Claims work and turns it into deliveries for the threads (part of ``Pump``)."""
-
-    # the job's state this part reads and writes (set and documented in Pump.__init__)
-    settings: Settings
-    store: Store
-    dispatcher: Dispatcher
-    outstanding: int
-    per_item: float
-    open_items: Counter[str]
-    fanned_out: dict[str, int]
-    unsent: list[Work]
-    failed_early: list[tuple[Work, Outcome]]
-    later_due: dict[str, float]
-    later_done: list[str]
-    _endpoints: dict[str, Endpoint]
-    #: Per bot: the version its endpoints were read at, and those endpoints.
-    _bots: dict[str, tuple[int, list[Endpoint]]]
-    _events: dict[str, _Event]
-    _keys: dict[str, tuple[list[bytes], float]]
 
     def _room(self) -> int:
         """Deliveries this job may still claim (see ``HELD_PER_THREAD``)."""

@@ -14,38 +14,19 @@ from functools import partial
 
 from redis.client import Pipeline
 
-from ..config import Settings
 from ..events import utc_iso
 from ..outbound.sender import Outcome
 from ..records import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, now_ms
-from ..store import Store
 from ..store.tally import Tally
 from .attempt_log import answered_gone, attempt_failed, deactivated
 from .dispatch_policy import HOLD_SECONDS
-from .engine import Dispatcher
+from .loop_state import LoopState
 from .retry import Verdict, judge, next_delay
-from .work import _GONE, Work, _Event
+from .work import _GONE, Work
 
 
-class Recording:
+class Recording(LoopState):
     """Records results and puts back work not attempted (part of ``Pump``)."""
-
-    # the job's state this part reads and writes (set and documented in Pump.__init__)
-    settings: Settings
-    store: Store
-    dispatcher: Dispatcher
-    pump_id: str
-    outstanding: int
-    attempted: int
-    open_items: Counter[str]
-    fanned_out: dict[str, int]
-    unsent: list[Work]
-    failed_early: list[tuple[Work, Outcome]]
-    later_due: dict[str, float]
-    later_done: list[str]
-    later_store: dict[str, list[Delivery]]
-    later_store_due: dict[str, int]
-    _events: dict[str, _Event]
 
     def _settle(self, item: str, finished: list[str]) -> None:
         """One delivery of a fan-out item is stored; the item is done when all of them are."""

@@ -1,0 +1,43 @@
+"""The state one delivery job's loop shares between its parts.
+
+:class:`~chatbot_webhooks.delivery.pump.Pump` is made of mixins, claiming
+(:mod:`.claims`) and recording (:mod:`.results`), that read and write the same attributes.
+They are declared once here, with their types, so each part sees them without declaring them
+again; ``Pump.__init__`` sets each one and says what it holds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..config import Settings
+from ..outbound.sender import Outcome
+from ..records import Delivery, Endpoint
+from ..store import Store
+from .engine import Dispatcher
+from .work import Work, _Event
+
+
+class LoopState:
+    """The attributes the parts of ``Pump`` share (set and documented in ``Pump.__init__``)."""
+
+    settings: Settings
+    store: Store
+    dispatcher: Dispatcher
+    pump_id: str
+    outstanding: int
+    attempted: int
+    per_item: float
+    open_items: Counter[str]
+    fanned_out: dict[str, int]
+    unsent: list[Work]
+    failed_early: list[tuple[Work, Outcome]]
+    later_due: dict[str, float]
+    later_done: list[str]
+    later_store: dict[str, list[Delivery]]
+    later_store_due: dict[str, int]
+    _endpoints: dict[str, Endpoint]
+    #: Per bot: the version its endpoints were read at, and those endpoints.
+    _bots: dict[str, tuple[int, list[Endpoint]]]
+    _events: dict[str, _Event]
+    _keys: dict[str, tuple[list[bytes], float]]
