@@ -1,7 +1,8 @@
-"""The shape of the code stays as the README's Layout draws it: imports among our modules point
-one way (no circle, not even through an import inside a function), no module of ``plugin/`` is
-too long to read in one sitting, the delivery side never imports Flask, and the dispatch
-policy stays pure (no threads, no queues, no clock).
+"""The shape of the code stays as the README's Layout draws it: ``plugin/`` keeps at its root
+only the public face and the ground, every layer is a package of its own whose modules are not
+named after it, imports point one way between them (no circle, not even through an import
+inside a function), no module is too long to read in one sitting, the delivery side never
+imports Flask, and the dispatch policy stays pure (no threads, no queues, no clock).
 
 Read from the source with ``ast``, never by importing it, so a circle that Python happens to
 survive (an import inside a function, or one only the type checker follows) still fails here.
@@ -14,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot_webhooks import jobs
-from chatbot_webhooks.enqueue import PUMP_JOB
+from chatbot_webhooks.delivery import jobs
+from chatbot_webhooks.delivery.enqueue import LEGACY_PUMP_JOBS, PUMP_JOB
 from rq.utils import import_attribute
 
 from tests.conftest import ROOT
@@ -28,24 +29,25 @@ PACKAGES = {
 
 MAX_LINES = 500
 
-#: The one-way order of the README's "How it works": a module may import only modules before
-#: it (``api`` and ``portal`` stand for their packages, ``zapier`` for the connector; inside
-#: one of them the circle check above is what holds).
+#: What may sit at the root of ``plugin/``: the public face (``__init__``, the extension, the
+#: state, the CLI, the platform's contracts in ``host``) and the ground every layer reads.
+ROOT_MODULES = {
+    "__init__", "extension", "state", "cli", "host",
+    "config", "errors", "events", "records", "signing", "urlrules", "published",
+}
+
+#: The one-way order of the README's "How it works", by place: a root module of ``plugin/`` is a
+#: place of its own, a subpackage is one place for all its modules (inside it, the circle check
+#: above is what holds), ``zapier`` stands for the connector. A module may import only its own
+#: place and the places before it.
 ORDER = [
-    # the ground: records, settings, the event catalogue, rules
-    "errors", "config", "events", "records", "signing", "urlrules", "retry", "redis_clients",
-    "logs", "published",
-    # the HTTP client
-    "outbound_addresses", "outbound_watchdog", "outbound_answers", "outbound",
-    # the store
-    "store_keys", "store_endpoints", "store_events", "store_deliveries", "store_due", "tally",
-    "store",
-    # the delivery loop
-    "work", "dispatch_policy", "attempt_log", "engine", "pump_claims", "pump_results",
-    "enqueue", "pump", "jobs", "worker",
-    # the app side
-    "host", "limits", "endpoints", "fleet", "readiness", "state", "api", "portal", "health",
-    "metrics", "cli", "extension", "chatbot_webhooks", "zapier",
+    # the ground: the root modules every layer reads
+    "errors", "config", "events", "records", "signing", "urlrules", "published",
+    # the layers, one package each, bottom up: the sender, Redis, the delivery loop, operations
+    "outbound", "store", "delivery", "ops",
+    # the app side: the platform's contracts, managing webhooks, the state, the faces
+    "host", "control", "state", "api", "portal", "cli", "extension", "chatbot_webhooks",
+    "zapier",
 ]
 
 #: Imports allowed against the order, each only under TYPE_CHECKING. The state holds the
@@ -53,16 +55,13 @@ ORDER = [
 #: it never loads the portal, and the portal's links module imports nothing above the store.
 TYPE_ONLY_UPWARD = {("chatbot_webhooks.state", "chatbot_webhooks.portal.links")}
 
-#: Modules that never import Flask (README "How it works", ARCHITECTURE.md): the store and its
-#: parts, the jobs, signing, the HTTP client and its parts, the delivery loop and its parts.
-#: Any module named ``store_*``, ``outbound_*`` or ``pump_*`` is a part and joins them.
-NO_FLASK = {
-    "records", "store", "store_keys", "store_endpoints", "store_events", "store_deliveries",
-    "store_due", "tally", "jobs", "enqueue", "signing", "retry", "outbound",
-    "outbound_addresses", "outbound_watchdog", "outbound_answers", "work", "dispatch_policy",
-    "attempt_log", "engine", "pump", "pump_claims", "pump_results", "worker",
-}
-NO_FLASK_PARTS = ("store_", "outbound_", "pump_")
+#: Places that never import Flask (README "How it works", ARCHITECTURE.md): the sender, the
+#: store and the delivery loop (every module in them, whatever it is named), and the ground.
+NO_FLASK = {"outbound", "store", "delivery", "errors", "config", "events", "records", "signing",
+            "urlrules", "published"}
+
+#: Module names that were folders never made: no module may start with one.
+OLD_PREFIXES = ("store_", "pump_", "outbound_")
 
 #: What the dispatch policy may not import: it decides, the engine around it runs threads,
 #: queues and reads the clock (times are passed in), so it is tested without any of them.
@@ -249,13 +248,14 @@ def describe(graph: dict[str, dict[str, Import]], group: list[str], circle: list
 
 def test_imports_among_our_modules_form_no_circle() -> None:
     graph = import_graph()
-    assert len(graph) > 40 and "chatbot_webhooks.store" in graph  # the walk found the code
+    assert len(graph) > 40 and "chatbot_webhooks.store.due" in graph  # the walk found the code
     found = cycles(graph)
     assert not found, "import circles:\n" + "\n\n".join(describe(graph, *c) for c in found)
 
 
 def _place(module: str) -> str:
-    """A module's name in :data:`ORDER`."""
+    """A module's place in :data:`ORDER`: its subpackage of ``plugin/``, or its own name at
+    the root."""
     if module.startswith("chatbot_webhooks_zapier"):
         return "zapier"
     parts = module.split(".")
@@ -289,6 +289,26 @@ def test_no_plugin_module_is_over_500_lines() -> None:
     assert not long, f"modules over {MAX_LINES} lines (split them by concern): {long}"
 
 
+def test_the_root_of_the_plugin_holds_only_the_public_face_and_the_ground() -> None:
+    at_root = {path.stem for path in (ROOT / "plugin").glob("*.py")}
+    assert "state" in at_root  # the glob found the code
+    extra = sorted(at_root - ROOT_MODULES)
+    assert not extra, f"move these into the package of their layer: {extra}"
+    assert len(at_root) <= 12
+
+
+def test_no_module_is_named_after_its_folder_or_an_old_prefix() -> None:
+    plugin = ROOT / "plugin"
+    offenders = []
+    for path in sorted(plugin.rglob("*.py")):
+        folder = path.parent.name if path.parent != plugin else ""
+        if path.stem != "__init__" and (
+                (folder and path.stem.startswith(folder)) or path.stem.startswith(OLD_PREFIXES)):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"drop the folder's name (store/due.py, not store/store_due.py): " \
+                          f"{offenders}"
+
+
 def _external(module: str) -> set[str]:
     """The top-level names of everything ``module`` imports (``flask`` for ``flask.cli``)."""
     tree = ast.parse(MODULES[module].read_text())
@@ -302,18 +322,17 @@ def _external(module: str) -> set[str]:
 
 
 def test_the_delivery_side_never_imports_flask() -> None:
-    plugin = {m.rpartition(".")[2]: m for m in MODULES if m.count(".") == 1
-              and m.startswith("chatbot_webhooks.")}
-    missing = NO_FLASK - plugin.keys()
-    assert not missing, f"modules named in NO_FLASK that do not exist: {sorted(missing)}"
-    checked = NO_FLASK | {name for name in plugin if name.startswith(NO_FLASK_PARTS)}
-    direct = {name for name in checked if _external(plugin[name]) & {"flask", "werkzeug"}}
-    assert not direct, f"these must not import Flask: {sorted(direct)}"
+    checked = sorted(m for m in MODULES if m.startswith("chatbot_webhooks.")
+                     and _place(m) in NO_FLASK)
+    places = {_place(m) for m in checked}
+    assert places == NO_FLASK, f"places named in NO_FLASK without a module: {NO_FLASK - places}"
+    direct = [m for m in checked if _external(m) & {"flask", "werkzeug"}]
+    assert not direct, f"these must not import Flask: {direct}"
     # nor through a module of ours they import (the package's own __init__ aside: Python runs
     # it first whatever is imported, so it says nothing about what these modules need)
     graph = import_graph()
-    for name in sorted(checked):
-        seen, todo = set(), [plugin[name]]
+    for name in checked:
+        seen, todo = set(), [name]
         while todo:
             for target in graph[todo.pop()]:
                 if target not in seen and target != "chatbot_webhooks":
@@ -324,14 +343,16 @@ def test_the_delivery_side_never_imports_flask() -> None:
 
 
 def test_the_dispatch_policy_is_pure() -> None:
-    module = "chatbot_webhooks.dispatch_policy"
+    module = "chatbot_webhooks.delivery.dispatch_policy"
     assert not _external(module) & IMPURE, _external(module) & IMPURE
     ours = {found.target for found in imports_of(module) if found.target in MODULES}
-    assert ours <= {"chatbot_webhooks.work"}, ours
+    assert ours <= {"chatbot_webhooks.delivery.work"}, ours
 
 
 def test_the_pump_job_is_enqueued_by_the_path_of_the_job_function() -> None:
     """Enqueued by its path, so the delivery loop starts its successor without importing the
     jobs module that imports it; the path is the contract with running workers."""
-    assert PUMP_JOB == "chatbot_webhooks.jobs.pump"
+    assert PUMP_JOB == "chatbot_webhooks.delivery.jobs.pump"
     assert import_attribute(PUMP_JOB) is jobs.pump
+    # the path of 0.1 no longer imports: workers map it (tests/test_delivery.py runs one)
+    assert LEGACY_PUMP_JOBS == {"chatbot_webhooks.jobs.pump"}
