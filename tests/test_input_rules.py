@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from chatbot_webhooks import events as catalogue
 from chatbot_webhooks.events import is_id, new_id
 from flask import Flask
 from flask.testing import FlaskClient
@@ -50,22 +49,6 @@ def test_an_id_with_a_trailing_newline_is_not_an_id(client: FlaskClient, alice: 
     assert_error(client.get(f"{base}/{hook['id']}%0A", headers=alice.headers), 404)
     assert_error(client.delete(f"{base}/{hook['id']}%0A", headers=alice.headers), 404)
     assert client.get(f"{base}/{hook['id']}", headers=alice.headers).status_code == 200
-
-
-# -- item 3: reserved names in any case --------------------------------------------------------
-
-@pytest.mark.parametrize("name", ["S", "A_ID", "At", "OLD_ID", "Muser", "ID", "Event", "DATA"])
-def test_reserved_names_are_refused_in_any_case(
-    client: FlaskClient, alice: Owner, redis: Redis, name: str
-) -> None:
-    assert name.lower() in catalogue.REFUSED_PARAM_NAMES
-    base = HOOKS.format(alice.bots["quote"])
-    before = snapshot(redis)
-    body = assert_error(client.post(base, json={"name": "a", "url": URL,
-                                                "custom_params": {name: "x"}},
-                                    headers=alice.headers), 422)
-    assert name in body["errors"]["custom_params"]
-    assert snapshot(redis) == before
 
 
 # -- item 7: lone surrogates -------------------------------------------------------------------

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,76 +69,87 @@ def all_succeeded(client: FlaskClient, owner: Owner, hook: dict[str, Any], count
 
 # -- workers ---------------------------------------------------------------------------------
 
-def test_a_busy_worker_rides_out_a_redis_outage_and_delivers_every_event(
-    own_redis: RedisServer, receiver: Receiver, tmp_path: Path
-) -> None:
-    # one host, 4 attempts at once, 0.1 s each: 100 events keep the worker busy for seconds
+@dataclass
+class OneWorker:
+    """An app on the test's own Redis, an owner with a webhook to the receiver, and one real
+    worker process (at most 4 attempts at once to that host) logging to ``log``."""
+
+    app: Flask
+    client: FlaskClient
+    owner: Owner
+    hook: dict[str, Any]
+    pool: Workers
+    worker: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture
+def one_worker(own_redis: RedisServer, receiver: Receiver, tmp_path: Path
+               ) -> Iterator[OneWorker]:
     app = build(own_redis, WEBHOOKS_MAX_IN_FLIGHT_PER_HOST=4)
     client, owner = app.test_client(), Owner(app, "olga")
     hook = add_hook(client, owner, "quote", receiver.url())
-    receiver.default = Reply(200, delay=0.1)
     pool = Workers(own_redis.url, dict(app.config))
     log = tmp_path / "worker.log"
     (worker,) = pool.start(log=log)
-    try:
-        ids = {get_state(app).emit(owner.bots["quote"], "quote.created", {"n": n})
-               for n in range(100)}
-        receiver.wait_for(10, timeout=60)  # busy: deliveries are in flight and due
-        own_redis.stop()
-        with pytest.raises(Unavailable):  # the platform's emit says so, within the timeout
-            get_state(app).emit(owner.bots["quote"], "quote.created", {"n": "down"})
-        time.sleep(5)  # the outage itself
-        assert worker.poll() is None, "the worker died of the outage"
-        restart_on_same_port(own_redis)
+    yield OneWorker(app, client, owner, hook, pool, worker, log)
+    pool.stop()
 
-        def every_event_arrived() -> bool:
-            return {r.headers["webhook-id"] for r in receiver.on("/hook")} >= ids
 
-        wait_until(every_event_arrived, timeout=90)
-        # each delivery recorded succeeded (a moment after its receiver saw it)
-        wait_until(lambda: all_succeeded(client, owner, hook, 100), timeout=30)
-        assert worker.poll() is None  # the same process did it all
-        wait_until(lambda: lines(log, OUTAGE_OVER), timeout=30)
-        assert len(lines(log, OUTAGE_WARNING)) == 1, log.read_text()
-        assert "WARNING" in lines(log, OUTAGE_WARNING)[0]
-        assert len(lines(log, OUTAGE_OVER)) == 1, log.read_text()
-        assert "INFO" in lines(log, OUTAGE_OVER)[0]
-    finally:
-        pool.stop()
+def test_a_busy_worker_rides_out_a_redis_outage_and_delivers_every_event(
+    one_worker: OneWorker, own_redis: RedisServer, receiver: Receiver
+) -> None:
+    app, client, owner, log = one_worker.app, one_worker.client, one_worker.owner, one_worker.log
+    # 4 attempts at once, 0.1 s each: 100 events keep the worker busy for seconds
+    receiver.default = Reply(200, delay=0.1)
+    ids = {get_state(app).emit(owner.bots["quote"], "quote.created", {"n": n})
+           for n in range(100)}
+    receiver.wait_for(10, timeout=60)  # busy: deliveries are in flight and due
+    own_redis.stop()
+    with pytest.raises(Unavailable):  # the platform's emit says so, within the timeout
+        get_state(app).emit(owner.bots["quote"], "quote.created", {"n": "down"})
+    time.sleep(5)  # the outage itself
+    assert one_worker.worker.poll() is None, "the worker died of the outage"
+    restart_on_same_port(own_redis)
+
+    def every_event_arrived() -> bool:
+        return {r.headers["webhook-id"] for r in receiver.on("/hook")} >= ids
+
+    wait_until(every_event_arrived, timeout=90)
+    # each delivery recorded succeeded (a moment after its receiver saw it)
+    wait_until(lambda: all_succeeded(client, owner, one_worker.hook, 100), timeout=30)
+    assert one_worker.worker.poll() is None  # the same process did it all
+    wait_until(lambda: lines(log, OUTAGE_OVER), timeout=30)
+    assert len(lines(log, OUTAGE_WARNING)) == 1, log.read_text()
+    assert "WARNING" in lines(log, OUTAGE_WARNING)[0]
+    assert len(lines(log, OUTAGE_OVER)) == 1, log.read_text()
+    assert "INFO" in lines(log, OUTAGE_OVER)[0]
 
 
 def test_sigterm_with_attempts_in_flight_exits_0_and_loses_nothing(
-    own_redis: RedisServer, receiver: Receiver, tmp_path: Path
+    one_worker: OneWorker, receiver: Receiver
 ) -> None:
-    app = build(own_redis, WEBHOOKS_MAX_IN_FLIGHT_PER_HOST=4)
-    client, owner = app.test_client(), Owner(app, "olga")
-    hook = add_hook(client, owner, "quote", receiver.url())
+    app, client, owner, log = one_worker.app, one_worker.client, one_worker.owner, one_worker.log
     receiver.default = Reply(200, delay=0.8)  # slow: attempts are in flight when it stops
-    pool = Workers(own_redis.url, dict(app.config))
-    log = tmp_path / "worker.log"
-    (first,) = pool.start(log=log)
-    try:
-        ids = {get_state(app).emit(owner.bots["quote"], "quote.created", {"n": n})
-               for n in range(40)}
-        receiver.wait_for(3, timeout=60)
-        started = time.monotonic()
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(30) == 0, log.read_text()
-        # it did not wait for its job's WEBHOOKS_PUMP_MAX_SECONDS (300 s), only for attempts
-        assert time.monotonic() - started < 15
-        # everything the receiver saw from it was recorded before it exited
-        seen = {r.headers["webhook-id"] for r in receiver.on("/hook")}
-        assert 3 <= len(seen) < len(ids)  # and it stopped claiming: the rest is left
-        recorded = {d["event_id"] for d in deliveries(client, owner, "quote", hook)
-                    if d["status"] == "succeeded"}
-        assert seen <= recorded
-        # what it had not started is due again, for the next worker (answered quickly now)
-        receiver.default = Reply(200, delay=0.05)
-        pool.start(log=log)
-        wait_until(lambda: all_succeeded(client, owner, hook, len(ids)), timeout=90)
-        assert {r.headers["webhook-id"] for r in receiver.on("/hook")} == ids
-    finally:
-        pool.stop()
+    ids = {get_state(app).emit(owner.bots["quote"], "quote.created", {"n": n})
+           for n in range(40)}
+    receiver.wait_for(3, timeout=60)
+    started = time.monotonic()
+    one_worker.worker.send_signal(signal.SIGTERM)
+    assert one_worker.worker.wait(30) == 0, log.read_text()
+    # it did not wait for its job's WEBHOOKS_PUMP_MAX_SECONDS (300 s), only for attempts
+    assert time.monotonic() - started < 15
+    # everything the receiver saw from it was recorded before it exited
+    seen = {r.headers["webhook-id"] for r in receiver.on("/hook")}
+    assert 3 <= len(seen) < len(ids)  # and it stopped claiming: the rest is left
+    recorded = {d["event_id"] for d in deliveries(client, owner, "quote", one_worker.hook)
+                if d["status"] == "succeeded"}
+    assert seen <= recorded
+    # what it had not started is due again, for the next worker (answered quickly now)
+    receiver.default = Reply(200, delay=0.05)
+    one_worker.pool.start(log=log)
+    wait_until(lambda: all_succeeded(client, owner, one_worker.hook, len(ids)), timeout=90)
+    assert {r.headers["webhook-id"] for r in receiver.on("/hook")} == ids
 
 
 def test_a_second_signal_stops_the_worker_at_once(

@@ -334,9 +334,15 @@ def test_racing_first_registrations_make_one_webhook(app: Flask, alice: Owner) -
     assert [w["id"] for w in listed["data"]] == list(ids)
 
 
-@pytest.mark.parametrize("name", sorted(catalogue.RESERVED_PARAM_NAMES | catalogue.ENVELOPE_KEYS))
+#: Reserved names in other cases: refused too (``S`` as well as ``s``).
+OTHER_CASES = ["S", "A_ID", "At", "OLD_ID", "Muser", "ID", "Event", "DATA"]
+
+
+@pytest.mark.parametrize(
+    "name", sorted(catalogue.RESERVED_PARAM_NAMES | catalogue.ENVELOPE_KEYS) + OTHER_CASES)
 def test_every_reserved_parameter_name_is_refused(client: FlaskClient, alice: Owner,
                                                   redis: Redis, name: str) -> None:
+    assert name.lower() in catalogue.REFUSED_PARAM_NAMES
     base = HOOKS.format(alice.bots["quote"])
     before = snapshot(redis)
     body = assert_error(client.post(base, json={"name": "a", "url": URL,
