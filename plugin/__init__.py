@@ -1,8 +1,9 @@
 """Webhooks for chatbot platforms: the public names."""
 
-from .errors import Unavailable
+from .errors import IdempotencyConflict, Unavailable
 from .events import (
     APPOINTMENT_SUPPORT,
+    CONVERSATION_CLOSED,
     DATA_COLLECTION,
     ELIGIBLE_BOT_TYPES,
     QUOTE_GENERATION,
@@ -15,6 +16,7 @@ from .state import UnknownChatbot, WebhooksState, get_state
 
 __all__ = [
     "APPOINTMENT_SUPPORT",
+    "CONVERSATION_CLOSED",
     "DATA_COLLECTION",
     "ELIGIBLE_BOT_TYPES",
     "QUOTE_GENERATION",
@@ -22,6 +24,7 @@ __all__ = [
     "ChatbotDirectory",
     "ChatbotWebhooks",
     "EventNotAllowed",
+    "IdempotencyConflict",
     "SignatureError",
     "Unavailable",
     "UnknownChatbot",

@@ -16,7 +16,7 @@ import click
 from flask.cli import AppGroup
 
 from . import events as catalogue
-from .errors import Unavailable
+from .errors import IdempotencyConflict, Unavailable
 from .host import Chatbot
 from .state import UnknownChatbot, WebhooksState, get_state
 from .store.clients import REDIS_DOWN, describe
@@ -113,7 +113,14 @@ def portal_link(owner: str, chatbot_id: str | None, ttl: int | None) -> None:
 @click.argument("event")
 @click.argument("data", default="{}")
 @click.option("--conversation-id", default=None)
-def emit(chatbot_id: str, event: str, data: str, conversation_id: str | None) -> None:
+@click.option("--ordering-key", default=None,
+              help="Events of one key reach an ordered webhook in order (default: the booking "
+                   "or the conversation).")
+@click.option("--idempotency-key", default=None,
+              help="Emitting again with the same key prints the first event's id and stores "
+                   "nothing.")
+def emit(chatbot_id: str, event: str, data: str, conversation_id: str | None,
+         ordering_key: str | None, idempotency_key: str | None) -> None:
     """Emit EVENT for CHATBOT_ID with DATA (a JSON object); prints the event id last."""
     try:
         payload = json.loads(data)
@@ -121,12 +128,13 @@ def emit(chatbot_id: str, event: str, data: str, conversation_id: str | None) ->
         raise click.BadParameter(f"not JSON: {exc}", param_hint="DATA") from None
     state = get_state()
     try:
-        event_id = state.emit(chatbot_id, event, payload, conversation_id=conversation_id)
+        event_id = state.emit(chatbot_id, event, payload, conversation_id=conversation_id,
+                              ordering_key=ordering_key, idempotency_key=idempotency_key)
     except UnknownChatbot as exc:
         where = ("the built-in directory (flask webhooks add-chatbot)"
                  if state.uses_builtin_chatbots else "this app's own chatbot lookup")
         raise click.ClickException(f"{exc} It was looked up in {where}.") from None
-    except (catalogue.EventNotAllowed, TypeError) as exc:
+    except (ValueError, TypeError, IdempotencyConflict) as exc:  # EventNotAllowed among them
         raise click.ClickException(str(exc)) from None
     click.echo(event_id)
 

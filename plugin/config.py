@@ -58,6 +58,17 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         86400,
         "Seconds the previous secret keeps signing after rotate-secret.",
     ),
+    "WEBHOOKS_IDEMPOTENCY_TTL": (
+        86400,
+        "Seconds an emit's idempotency key is remembered: the same key for the same bot within "
+        "this time returns the first event's id and stores nothing new.",
+    ),
+    "WEBHOOKS_SEQUENCE_TTL": (
+        30 * 86400,
+        "Seconds an ordering key's sequence counter outlives its last event (at most a day "
+        "after `conversation.closed` or `booking.cancelled`); a key silent for longer starts "
+        "again at 1.",
+    ),
     "WEBHOOKS_CONNECT_TIMEOUT": (3.0, "Seconds to wait for a receiver's TCP/TLS connection."),
     "WEBHOOKS_TIMEOUT": (10.0, "Total seconds one delivery attempt may take."),
     "WEBHOOKS_MAX_RESPONSE_BYTES": (16384, "Bytes of a receiver's response read at most."),
@@ -198,6 +209,8 @@ class Settings:
     retry_delays: tuple[float, ...]
     disable_after: int
     secret_overlap: int
+    idempotency_ttl: int
+    sequence_ttl: int
     connect_timeout: float
     timeout: float
     max_response_bytes: int
@@ -289,7 +302,7 @@ def _field_name(key: str) -> str:
 #: Counts that make no sense at zero (0 threads, a log of 0 that trims every new delivery...).
 _AT_LEAST_ONE = ("max_body_bytes", "concurrency", "max_in_flight_per_host", "batch_size",
                  "log_max_per_webhook", "log_max_age", "max_response_bytes", "disable_after",
-                 "portal_link_ttl", "portal_session_ttl")
+                 "portal_link_ttl", "portal_session_ttl", "idempotency_ttl", "sequence_ttl")
 
 
 def settings_from_config(config: Mapping[str, Any]) -> Settings:

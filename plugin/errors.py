@@ -40,6 +40,20 @@ class Conflict(WebhookError):
     status = 409
 
 
+class IdempotencyConflict(Conflict):
+    """``emit`` was given an idempotency key that an earlier emit of the bot used for another
+    event (another name, data, conversation or ordering key). Nothing was stored; ``event_id``
+    is the first event's. Over HTTP: 409."""
+
+    def __init__(self, key: str, event_id: str) -> None:
+        super().__init__(
+            f"The Idempotency-Key '{key}' was used for event {event_id}, with another event "
+            "name or data; nothing was stored. Use a new key for a new event.",
+            {"Idempotency-Key": [f"Already used for {event_id}."]})
+        self.key = key
+        self.event_id = event_id
+
+
 class Invalid(WebhookError):
     """Well-formed input that breaks a rule (bad URL, event the bot cannot send...)."""
 

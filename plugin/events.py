@@ -19,23 +19,44 @@ QUOTE_GENERATION = "Quote Generation"
 DATA_COLLECTION = "Data Collection"
 APPOINTMENT_SUPPORT = "Appointment/Calendar Support"
 
+#: Sent when a conversation ends, by every eligible bot type.
+CONVERSATION_CLOSED = "conversation.closed"
+
 #: bot type -> the events it may send, in a stable order.
 EVENTS_BY_BOT_TYPE: dict[str, tuple[str, ...]] = {
-    QUOTE_GENERATION: ("quote.created",),
-    DATA_COLLECTION: ("datapoint.created",),
-    APPOINTMENT_SUPPORT: ("booking.created", "booking.rescheduled", "booking.cancelled"),
+    QUOTE_GENERATION: ("quote.created", CONVERSATION_CLOSED),
+    DATA_COLLECTION: ("datapoint.created", CONVERSATION_CLOSED),
+    APPOINTMENT_SUPPORT: ("booking.created", "booking.rescheduled", "booking.cancelled",
+                          CONVERSATION_CLOSED),
 }
+
+#: Events about one booking: by default their ordering key is ``booking:<data.booking_id>``.
+BOOKING_EVENTS: frozenset[str] = frozenset(
+    {"booking.created", "booking.rescheduled", "booking.cancelled"})
+
+#: Events that are about a conversation and make no sense without its id.
+NEEDS_CONVERSATION: frozenset[str] = frozenset({CONVERSATION_CLOSED})
+
+#: The last event of an ordering key: after it, the key's sequence counter is kept at most
+#: :data:`KEEP_AFTER_LAST` seconds (nothing more should come; a late repeat still counts on).
+LAST_OF_KEY: frozenset[str] = frozenset({CONVERSATION_CLOSED, "booking.cancelled"})
+KEEP_AFTER_LAST = 86400
+
+#: The longest ordering key (and idempotency key) accepted.
+MAX_KEY_LENGTH = 255
 
 ELIGIBLE_BOT_TYPES: tuple[str, ...] = tuple(EVENTS_BY_BOT_TYPE)
 
 #: Sent only on request (``POST .../test``); every webhook receives it whatever its events.
 TEST_EVENT = "webhook.test"
 
-ALL_EVENTS: tuple[str, ...] = tuple(e for evs in EVENTS_BY_BOT_TYPE.values() for e in evs)
+ALL_EVENTS: tuple[str, ...] = tuple(dict.fromkeys(
+    e for evs in EVENTS_BY_BOT_TYPE.values() for e in evs))
 
 #: Top-level keys of the envelope; a custom parameter may not shadow any of them.
 ENVELOPE_KEYS: frozenset[str] = frozenset(
-    {"id", "object", "event", "created_at", "chatbot", "data", "conversation_id"}
+    {"id", "object", "event", "created_at", "chatbot", "data", "conversation_id",
+     "ordering_key", "sequence"}
 )
 
 #: Names the Karabo platform already uses in its own payloads and URLs; refused as custom
@@ -81,6 +102,30 @@ def check_event(bot_type: str, event: str) -> None:
         )
 
 
+def default_ordering_key(event: str, data: dict[str, Any], conversation_id: str | None
+                         ) -> str | None:
+    """The ordering key an event gets when ``emit`` is given none: a booking event's booking
+    (``booking:<data.booking_id>``), else the event's conversation
+    (``conversation:<conversation_id>``), else none (the event is ordered with nothing)."""
+    booking = data.get("booking_id") if event in BOOKING_EVENTS else None
+    if isinstance(booking, str | int) and not isinstance(booking, bool) and str(booking):
+        return f"booking:{booking}"
+    if conversation_id:
+        return f"conversation:{conversation_id}"
+    return None
+
+
+def check_key(value: Any, what: str) -> str:
+    """An ordering or idempotency key: 1-255 printable characters (``ValueError`` if not).
+
+    Printable: no control characters, no line breaks, so a key can be logged, sent in a
+    header and used in a Redis key name as it is."""
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH \
+            or not value.isprintable():
+        raise ValueError(f"{what} must be 1-{MAX_KEY_LENGTH} printable characters.")
+    return value
+
+
 def new_event_id() -> str:
     """``evt_`` + 12 hex digits of milliseconds + 16 random hex digits: unique and time-ordered,
     so ids sort by creation in logs and receivers' databases."""
@@ -115,8 +160,14 @@ def build_event(
     data: dict[str, Any],
     conversation_id: str | None,
     created_at: str,
+    ordering_key: str | None = None,
+    sequence: int | None = None,
 ) -> dict[str, Any]:
-    """The stored event: the envelope without any webhook's custom parameters."""
+    """The stored event: the envelope without any webhook's custom parameters.
+
+    ``ordering_key`` and ``sequence`` go last, and only with a key: ``emit`` builds the
+    envelope without the sequence and Redis appends it when it assigns it (see
+    :func:`envelope_prefix`)."""
     envelope: dict[str, Any] = {
         "id": event_id,
         "object": "event",
@@ -127,7 +178,19 @@ def build_event(
     }
     if conversation_id is not None:
         envelope["conversation_id"] = conversation_id
+    if ordering_key is not None:
+        envelope["ordering_key"] = ordering_key
+        if sequence is not None:
+            envelope["sequence"] = sequence
     return envelope
+
+
+def envelope_prefix(body: str) -> str:
+    """The JSON of an envelope with an ordering key, open for its sequence: the stored event is
+    ``prefix + ',"sequence":' + n + '}'``, made by the script that assigns ``n``."""
+    if not body.endswith("}"):
+        raise ValueError("not a JSON object")
+    return body[:-1]
 
 
 def payload_for(event: dict[str, Any], custom_params: dict[str, Any]) -> dict[str, Any]:

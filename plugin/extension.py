@@ -139,9 +139,12 @@ class ChatbotWebhooks:
         data: dict[str, Any],
         *,
         conversation_id: str | None = None,
+        ordering_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Queue an event for delivery; see :meth:`WebhooksState.emit`."""
-        return self._state().emit(chatbot_id, event, data, conversation_id=conversation_id)
+        return self._state().emit(chatbot_id, event, data, conversation_id=conversation_id,
+                                  ordering_key=ordering_key, idempotency_key=idempotency_key)
 
     def health(self) -> tuple[dict[str, Any], int]:
         """Readiness body and status; see :meth:`WebhooksState.health`."""

@@ -7,6 +7,7 @@ below everything that serves requests, so those import it and nothing here impor
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,13 +19,14 @@ from . import events as catalogue
 from .config import Settings
 from .control.limits import RateLimits
 from .delivery.enqueue import enqueue_pump
-from .errors import Gone, NotFound, Unavailable
+from .errors import Gone, IdempotencyConflict, NotFound, Unavailable
 from .events import TEST_EVENT, build_event, is_id, new_event_id, new_id, utc_iso
 from .host import CallerIdentity, Chatbot, ChatbotDirectory, RedisApiKeys, RedisChatbots
 from .ops.readiness import readiness
 from .records import PENDING, Delivery, Endpoint, now_ms
 from .store import Store
 from .store.clients import REDIS_DOWN
+from .store.events import Idempotency, Replayed, added
 from .store.tally import emitted_field
 
 if TYPE_CHECKING:
@@ -38,6 +40,36 @@ PUMP_RESERVATION = 30.0
 
 class UnknownChatbot(LookupError):
     """``emit`` was called for a chatbot the lookup does not know."""
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """What an emit did: the event's id, its ordering key and sequence (None without a key),
+    and whether it only replayed an earlier emit with the same idempotency key (then nothing
+    was stored, and the id and sequence are the first emit's)."""
+
+    event_id: str
+    ordering_key: str | None
+    sequence: int | None
+    replayed: bool = False
+
+
+def _sequence_ttl(event: str, settings: Settings) -> int:
+    """How long the event's ordering key keeps its counter: ``WEBHOOKS_SEQUENCE_TTL``, or a
+    day at most after the key's last event, so counters stay as many as the live bookings and
+    conversations."""
+    if event in catalogue.LAST_OF_KEY:
+        return min(settings.sequence_ttl, catalogue.KEEP_AFTER_LAST)
+    return settings.sequence_ttl
+
+
+def _fingerprint(event: str, data: dict[str, Any], conversation_id: str | None,
+                 ordering_key: str | None) -> str:
+    """What an emit says, in 128 bits: a repeat with the same idempotency key must say the
+    same, or it is a conflict (another event under a reused key)."""
+    canonical = json.dumps([event, data, conversation_id, ordering_key], sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -91,24 +123,52 @@ class WebhooksState:
         data: dict[str, Any],
         *,
         conversation_id: str | None = None,
+        ordering_key: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Queue ``event`` for every endpoint of the bot that wants it; return the event id.
 
+        ``ordering_key`` says which events must reach an ordered webhook in order (default: a
+        booking event's ``booking:<data.booking_id>``, else ``conversation:<conversation_id>``,
+        else none); the event then carries it with its ``sequence`` (1, 2, 3... per key and
+        bot). With ``idempotency_key``, an emit repeated within ``WEBHOOKS_IDEMPOTENCY_TTL``
+        stores and delivers nothing new and returns the first event's id; the same key with
+        another event raises :class:`~chatbot_webhooks.errors.IdempotencyConflict`.
+
         Raises :class:`UnknownChatbot`, :class:`~chatbot_webhooks.events.EventNotAllowed` (a
-        ``ValueError``), ``TypeError`` for data that is not a JSON object, or
+        ``ValueError``), ``TypeError`` for data that is not a JSON object, ``ValueError`` for a
+        key that is not 1-255 printable characters, or
         :class:`~chatbot_webhooks.errors.Unavailable` while Redis cannot be reached (within
         about ``WEBHOOKS_REDIS_TIMEOUT``; the event is then most likely not queued: emit it
-        again later). Costs the caller one pipelined Redis round trip (two when a delivery job
-        has to be started).
+        again later, with the same idempotency key so that it is stored once). Costs the caller
+        one pipelined Redis round trip (two when a delivery job has to be started).
         """
+        return self.emit_event(chatbot_id, event, data, conversation_id=conversation_id,
+                               ordering_key=ordering_key,
+                               idempotency_key=idempotency_key).event_id
+
+    def emit_event(
+        self,
+        chatbot_id: str,
+        event: str,
+        data: dict[str, Any],
+        *,
+        conversation_id: str | None = None,
+        ordering_key: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Emitted:
+        """:meth:`emit`, telling also the event's sequence and whether it was a replay of an
+        earlier emit with the same idempotency key (the emit route answers with both)."""
         try:
-            return self._emit(chatbot_id, event, data, conversation_id)
+            return self._emit(chatbot_id, event, data, conversation_id, ordering_key,
+                              idempotency_key)
         except REDIS_DOWN as exc:
             raise Unavailable("Redis is unavailable: the event was not queued; emit it again "
                               "later.") from exc
 
     def _emit(self, chatbot_id: str, event: str, data: dict[str, Any],
-              conversation_id: str | None) -> str:
+              conversation_id: str | None, ordering_key: str | None,
+              idempotency_key: str | None) -> Emitted:
         bot = self.chatbots.get(chatbot_id)
         if bot is None:
             raise UnknownChatbot(f"No chatbot '{chatbot_id}'.")
@@ -117,24 +177,49 @@ class WebhooksState:
             raise TypeError("event data must be a dict (a JSON object)")
         if conversation_id is not None and not isinstance(conversation_id, str):
             raise TypeError("conversation_id must be a string")
+        if event in catalogue.NEEDS_CONVERSATION and not conversation_id:
+            raise catalogue.EventNotAllowed(f"'{event}' needs the conversation_id of the "
+                                            "conversation it is about.")
+        for name, key in (("ordering_key", ordering_key), ("idempotency_key", idempotency_key)):
+            if key is not None and not isinstance(key, str):
+                raise TypeError(f"{name} must be a string")
+        if ordering_key is None:
+            ordering_key = catalogue.default_ordering_key(event, data, conversation_id)
+        if ordering_key is not None:
+            catalogue.check_key(ordering_key, "An ordering key")
+        if idempotency_key is not None:
+            catalogue.check_key(idempotency_key, "An idempotency key")
         envelope = build_event(
             event_id=new_event_id(), event=event, chatbot_id=bot.id, chatbot_type=bot.type,
             data=data, conversation_id=conversation_id, created_at=utc_iso(),
+            ordering_key=ordering_key,
         )
         try:  # refuse data that cannot be sent as JSON before anything is stored
             # ensure_ascii=False + encode: a lone surrogate is not UTF-8 (receivers refuse it)
             json.dumps(envelope, allow_nan=False, ensure_ascii=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"event data is not JSON: {exc}") from None
+        idempotency = None if idempotency_key is None else Idempotency(
+            idempotency_key, _fingerprint(event, data, conversation_id, ordering_key),
+            self.settings.idempotency_ttl)
         pipe = self.store.redis.pipeline(transaction=False)
         self.store.add_event(envelope, ttl=self.settings.log_max_age, owner=bot.owner,
                              count=emitted_field(event) if self.settings.metrics_counting
-                             else "", pipe=pipe)
+                             else "", sequence_ttl=_sequence_ttl(event, self.settings),
+                             idempotency=idempotency, pipe=pipe)
         pump_id = new_id("pump")
         self.store.reserve_pump_in(pipe, pump_id, PUMP_RESERVATION)
-        if pipe.execute()[-1] is not None:
+        results = pipe.execute()
+        reply = added(results[0])
+        if isinstance(reply, Replayed):
+            assert idempotency is not None  # only an emit with a key can be a replay
+            if reply.fingerprint != idempotency.fingerprint:
+                raise IdempotencyConflict(idempotency.key, reply.event_id)
+            return Emitted(reply.event_id, ordering_key, reply.sequence if ordering_key else None,
+                           replayed=True)
+        if results[-1] is not None:
             self.enqueue_pump(pump_id)
-        return str(envelope["id"])
+        return Emitted(str(envelope["id"]), ordering_key, reply if ordering_key else None)
 
     def health(self) -> tuple[dict[str, Any], int]:
         """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING

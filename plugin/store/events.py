@@ -6,23 +6,42 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
 
-from ..records import fan_out_item, now_ms
+from ..events import envelope_prefix
+from ..records import fan_out_item, now_ms, text
 from .keys import StoreKeys, _run
 
-# KEYS: event, recent list, due, doorbell, metrics. ARGV: envelope, ttl, recent samples to
-# keep (0: no sample), fan-out member ('': none), now, counter field ('': not counted). Stores
-# an event, keeps it as a recent sample, makes it due for fan-out, rings the doorbell (see
-# Store.ring) and counts it.
+# KEYS: event, recent list, due, doorbell, metrics, sequence counter, idempotency key.
+# ARGV: envelope (open for its sequence when ARGV[7] is set: see events.envelope_prefix), ttl,
+# recent samples to keep (0: no sample), fan-out member ('': none), now, counter field ('': not
+# counted), '1' when the event has an ordering key, the counter's ttl, the emit's fingerprint
+# ('': no idempotency key), the event id, the idempotency ttl.
+# An emit whose idempotency key was used before stores nothing and returns what the first one
+# left ("{event id}|{fingerprint}|{sequence}"); else the event gets the next sequence of its
+# key (same step, so concurrent emits of one key are numbered in the order Redis runs them), is
+# stored, kept as a recent sample, made due for fan-out, rings the doorbell (see Store.ring)
+# and is counted; it returns its sequence (0 without a key).
 _ADD_EVENT = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[9] ~= '' then
+  local seen = redis.call('GET', KEYS[7])
+  if seen then return seen end
+end
+local body = ARGV[1]
+local seq = 0
+if ARGV[7] ~= '' then
+  seq = redis.call('INCR', KEYS[6])
+  redis.call('EXPIRE', KEYS[6], ARGV[8])
+  body = body .. ',"sequence":' .. seq .. '}'
+end
+redis.call('SET', KEYS[1], body, 'EX', ARGV[2])
 local keep = tonumber(ARGV[3])
 if keep > 0 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('LPUSH', KEYS[2], body)
   redis.call('LTRIM', KEYS[2], 0, keep - 1)
   redis.call('EXPIRE', KEYS[2], ARGV[2])
 end
@@ -32,8 +51,40 @@ if ARGV[4] ~= '' then
   redis.call('LTRIM', KEYS[4], 0, 15)
 end
 if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[6], 1) end
-return 1
+if ARGV[9] ~= '' then
+  redis.call('SET', KEYS[7], ARGV[10] .. '|' .. ARGV[9] .. '|' .. seq, 'EX', ARGV[11])
+end
+return seq
 """
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An emit's idempotency key: the key, what the emit says (its fingerprint) and how long
+    the key is remembered."""
+
+    key: str
+    fingerprint: str
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What an earlier emit with the same idempotency key left: its event, its fingerprint and
+    the sequence its event got (0 without an ordering key)."""
+
+    event_id: str
+    fingerprint: str
+    sequence: int
+
+
+def added(reply: Any) -> int | Replayed:
+    """The add-event script's reply: the new event's sequence (0 without an ordering key), or
+    the emit that used the idempotency key first."""
+    if isinstance(reply, bytes | str):
+        event_id, fingerprint, sequence = text(reply).split("|")
+        return Replayed(event_id, fingerprint, int(sequence))
+    return int(reply)
 
 
 class EventStore(StoreKeys):
@@ -52,24 +103,42 @@ class EventStore(StoreKeys):
         recent: int = 25,
         fan_out: bool = True,
         count: str = "",
+        sequence_ttl: int = 0,
+        idempotency: Idempotency | None = None,
         pipe: Pipeline | None = None,
-    ) -> None:
+    ) -> int | Replayed | None:
         """Queue an event: stored, remembered as a recent sample, and due for fan-out now;
         ``count`` is the counter field it adds 1 to ('' none, see ``tally.emitted_field``).
 
+        An event with an ``ordering_key`` gets its ``sequence`` here, in the same step
+        (``sequence_ttl``: how long the key's counter outlives its last event); with
+        ``idempotency``, a key used before stores nothing (see :func:`added`).
+
         Pipelined by the caller (``emit``) together with the job reservation, so the platform
-        pays one round trip.
+        pays one round trip; then the script's reply is in the pipeline's results (read it with
+        :func:`added`), else it is returned.
         """
         target = pipe if pipe is not None else self.redis.pipeline(transaction=False)
         body = json.dumps(event, separators=(",", ":"))
+        chatbot_id = event["chatbot"]["id"]
+        ordering_key = event.get("ordering_key")
+        if ordering_key is not None:
+            body = envelope_prefix(body)
+        sequence_key = self.sequence_key(chatbot_id, ordering_key) if ordering_key else ""
+        idem_key = self.idempotency_key(chatbot_id, idempotency.key) if idempotency else ""
         # one script call instead of seven commands: emit's cost is mostly per command
         _run(self._add_event,
-             [self.event_key(event["id"]), self.recent_key(event["chatbot"]["id"], event["event"]),
-              self.due_key, self.doorbell_key, self.metrics_key],
+             [self.event_key(event["id"]), self.recent_key(chatbot_id, event["event"]),
+              self.due_key, self.doorbell_key, self.metrics_key,
+              sequence_key or self.event_key(event["id"]),
+              idem_key or self.event_key(event["id"])],
              [body, ttl, max(recent, 0), fan_out_item(event["id"], owner) if fan_out else "",
-              now_ms(), count], target)
+              now_ms(), count, "1" if ordering_key is not None else "", max(sequence_ttl, 1),
+              idempotency.fingerprint if idempotency else "", event["id"],
+              idempotency.ttl if idempotency else 0], target)
         if pipe is None:
-            target.execute()
+            return added(target.execute()[0])
+        return None
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         raw = self.redis.get(self.event_key(event_id))

@@ -13,6 +13,12 @@ Key layout (``p`` is the configured prefix)::
     p zap:{owner}:{digest}  string subscription id for (target_url, event, chatbot)
     p ev:{eid}              string the event envelope as JSON (expires with the log)
     p bot:{cid}:recent:{ev} list   newest events of that type (Zapier samples)
+    p seq:{cid}:{digest}    int    the last sequence number of one ordering key of a bot
+                                   (digest: of the key); expires WEBHOOKS_SEQUENCE_TTL after
+                                   its last event
+    p idem:{cid}:{digest}   string "{event id}|{fingerprint}|{sequence}" of an emit with that
+                                   idempotency key (digest: of the key), for
+                                   WEBHOOKS_IDEMPOTENCY_TTL
     p dl:{did}              hash   one delivery and its attempts
     p log:{id}              zset   delivery ids of endpoint {id} by creation time
     p due                   zset   work items by due time in ms: "f:{eid}|{owner}" fan-out an
@@ -45,6 +51,11 @@ def _run(script: Script, keys: list[Any], args: list[Any], client: Redis | Pipel
     if isinstance(client, Pipeline):
         return client.eval(cast(str, script.script), len(keys), *keys, *args)
     return script(keys=keys, args=args, client=client)
+
+
+def _digest(text: str) -> str:
+    """A short, fixed-size stand-in for a caller's text in a key name (128 bits of SHA-256)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -84,6 +95,14 @@ class StoreKeys:
 
     def recent_key(self, chatbot_id: str, event: str) -> str:
         return f"{self.prefix}bot:{chatbot_id}:recent:{event}"
+
+    def sequence_key(self, chatbot_id: str, ordering_key: str) -> str:
+        """The key is hashed: it is the platform's text (up to 255 characters, any printable
+        ones), and a key name should not carry it."""
+        return f"{self.prefix}seq:{chatbot_id}:{_digest(ordering_key)}"
+
+    def idempotency_key(self, chatbot_id: str, key: str) -> str:
+        return f"{self.prefix}idem:{chatbot_id}:{_digest(key)}"
 
     def delivery_key(self, delivery_id: str) -> str:
         return f"{self.prefix}dl:{delivery_id}"
