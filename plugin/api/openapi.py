@@ -32,11 +32,13 @@ ERROR_COMPONENT: dict[str, Any] = {
 
 #: status -> when (the description of the response).
 WHEN: dict[int, str] = {
-    400: "The body is not valid JSON.",
+    400: ("The body is not valid JSON (or, on the emit route, the Idempotency-Key header is "
+          "malformed)."),
     401: "No or unknown key.",
     403: "The chatbot's type cannot have webhooks (or an owner's key on the platform route).",
     404: "Unknown chatbot (or another owner's), webhook or delivery.",
-    409: "A duplicate name, or too many webhooks or subscriptions for the chatbot.",
+    409: ("A duplicate name, too many webhooks or subscriptions for the chatbot, or (on the "
+          "emit route) an Idempotency-Key used before for another event."),
     410: "The event has expired.",
     413: "The body is larger than WEBHOOKS_MAX_BODY_BYTES.",
     415: "A body that is not application/json.",

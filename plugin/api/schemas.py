@@ -214,16 +214,29 @@ class BotDeliveryQuery(DeliveryQuery):
         metadata={"description": "Only deliveries in this state."})
 
 
+#: 1-255 printable characters (no control characters): an ordering or idempotency key.
+KEY_RULE = WholeMatch(r"^[^\x00-\x1f\x7f-\x9f]{1,255}$",
+                      error="1-255 printable characters.")
+
+
 class EventIn(Schema):
     event = fields.String(required=True, validate=validate.Length(min=1, max=100))
     data = fields.Dict(required=True)
     conversation_id = fields.String(validate=validate.Length(min=1, max=200))
+    ordering_key = fields.String(
+        validate=KEY_RULE, metadata={"description": (
+            "Which events an ordered webhook receives one at a time, in emit order. Default: "
+            "booking:<data.booking_id> for a booking event, else "
+            "conversation:<conversation_id>, else none.")})
 
 
 class EventAccepted(Schema):
     id = fields.String()
     event = fields.String()
     chatbot_id = fields.String()
+    ordering_key = fields.String(metadata={"description": "Only when the event has one."})
+    sequence = fields.Integer(metadata={
+        "description": "1, 2, 3... per ordering key and chatbot; only with an ordering key."})
 
 
 def present_webhook(endpoint: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:
