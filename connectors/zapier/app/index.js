@@ -10,8 +10,10 @@ const newQuote = require('./triggers/new_quote');
 const newBooking = require('./triggers/new_booking');
 const bookingRescheduled = require('./triggers/booking_rescheduled');
 const bookingCancelled = require('./triggers/booking_cancelled');
+const conversationClosed = require('./triggers/conversation_closed');
 
-const hookTriggers = [newDatapoint, newQuote, newBooking, bookingRescheduled, bookingCancelled];
+const hookTriggers = [newDatapoint, newQuote, newBooking, bookingRescheduled, bookingCancelled,
+  conversationClosed];
 
 module.exports = {
   version: require('./package.json').version,

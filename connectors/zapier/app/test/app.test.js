@@ -47,8 +47,8 @@ describe('app definition', () => {
     const output = await zapier.createAppHandler(App)({ command: 'definition' }, {});
     const triggers = output.results.triggers;
     expect(Object.keys(triggers).filter((key) => !triggers[key].display.hidden).sort())
-      .toEqual(['booking_cancelled', 'booking_rescheduled', 'new_booking', 'new_datapoint',
-        'new_quote']);
+      .toEqual(['booking_cancelled', 'booking_rescheduled', 'conversation_closed', 'new_booking',
+        'new_datapoint', 'new_quote']);
     for (const trigger of Object.values(triggers)) {
       expect(trigger.operation.sample).toBeDefined();
     }

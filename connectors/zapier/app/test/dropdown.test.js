@@ -24,8 +24,8 @@ describe('chatbot dropdown', () => {
   test('every hook trigger\'s chatbot_id is a required dropdown of bots that send its event', () => {
     const hookKeys = Object.keys(App.triggers).filter(
       (key) => App.triggers[key].operation.type === 'hook');
-    expect(hookKeys.sort()).toEqual(['booking_cancelled', 'booking_rescheduled', 'new_booking',
-      'new_datapoint', 'new_quote']);
+    expect(hookKeys.sort()).toEqual(['booking_cancelled', 'booking_rescheduled',
+      'conversation_closed', 'new_booking', 'new_datapoint', 'new_quote']);
     for (const key of hookKeys) {
       const { inputFields, sample } = App.triggers[key].operation;
       expect(inputFields).toHaveLength(1);
@@ -57,6 +57,11 @@ describe('chatbot dropdown', () => {
         { id: 'carol-clinic', name: 'carol-clinic', type: 'Appointment/Calendar Support' },
       ]);
     });
+
+  test('conversation.closed lists every eligible bot (each type sends it)', async () => {
+    expect((await list('conversation.closed')).map((bot) => bot.id)).toEqual(
+      ['carol-booking', 'carol-clinic', 'carol-data', 'carol-quote']);
+  });
 
   test('without an event: every eligible bot, never the FAQ bot or another owner\'s', async () => {
     const bots = await list(null);

@@ -31,6 +31,9 @@ const CASES = [
       previous_starts_at: '2030-01-01T10:00:00Z' }],
   ['booking_cancelled', 'booking.cancelled', 'hooks-booking-cancelled',
     { booking_id: 'bk_1', reason: 'Customer asked to cancel' }],
+  ['conversation_closed', 'conversation.closed', 'hooks-closed',
+    { closed_at: '2030-01-01T10:20:00Z', chat_count: 9, channel: 'chat',
+      first_message: 'Hello?' }],
 ];
 
 describe('REST hook triggers', () => {
@@ -101,7 +104,7 @@ describe('REST hook triggers', () => {
         { authData, inputData, subscribeData })).resolves.toMatchObject({ id: subscribeData.id });
 
       // -- after unsubscribe: the canary gets the next event, the Zap's URL does not
-      const secondId = await emit(state, botId, event, data);
+      const secondId = await emit(state, botId, event, data, 'conv_hooks_2');
       await receiver.waitFor(canaryPath, withEventId(secondId));
       await sleep(300);
       expect(receiver.at(zapPath).map((r) => JSON.parse(r.body).id)).toEqual([firstId]);

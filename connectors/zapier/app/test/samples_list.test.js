@@ -15,6 +15,7 @@ const TRIGGERS = [
   ['new_booking', 'lists-booking'],
   ['booking_rescheduled', 'lists-booking'],
   ['booking_cancelled', 'lists-booking'],
+  ['conversation_closed', 'lists-quote'],
 ];
 
 /** Core does not check performList's output, so check what Zapier relies on. */

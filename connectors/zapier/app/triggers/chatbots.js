@@ -17,6 +17,7 @@ const EVENTS = [
   'booking.created',
   'booking.rescheduled',
   'booking.cancelled',
+  'conversation.closed',
 ];
 
 const keyFor = (event) => (event ? `chatbots_${event.replace(/\./g, '_')}` : 'chatbots');

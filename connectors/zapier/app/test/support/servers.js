@@ -29,7 +29,8 @@ const FIXTURES = {
   // one bot per hook test case: the worker caches a bot's endpoints for a second
   hooks: [['hooks-quote', QUOTE, 'Hooks quote bot'], ['hooks-data', DATA, 'Hooks data bot'],
     ['hooks-booking-new', BOOKING, ''], ['hooks-booking-moved', BOOKING, ''],
-    ['hooks-booking-cancelled', BOOKING, ''], ['hooks-quote-foreign', QUOTE, '']],
+    ['hooks-booking-cancelled', BOOKING, ''], ['hooks-quote-foreign', QUOTE, ''],
+    ['hooks-closed', DATA, 'Hooks closing bot']],
   lists: [['lists-quote', QUOTE, 'Lists quote bot'], ['lists-data', DATA, 'Lists data bot'],
     ['lists-booking', BOOKING, 'Lists booking bot']],
   carol: [['carol-quote', QUOTE, 'Carol quotes'], ['carol-data', DATA, 'Carol leads'],
