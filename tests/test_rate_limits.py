@@ -42,6 +42,7 @@ def test_the_defaults_are_the_issues() -> None:
     assert DEFAULTS["WEBHOOKS_RATE_LIMIT_REDELIVER"][0] == "30/minute"
     assert DEFAULTS["WEBHOOKS_RATE_LIMIT_WRITES"][0] == "120/minute"
     assert DEFAULTS["WEBHOOKS_RATE_LIMIT_AUTH_FAILURES"][0] == "60/minute"
+    assert DEFAULTS["WEBHOOKS_RATE_LIMIT_EMIT"][0] == "1200/minute"
     assert DEFAULTS["WEBHOOKS_TRUSTED_PROXIES"][0] == 0
 
 
@@ -181,11 +182,12 @@ def test_failed_authentication_blocks_the_address(make_app: Callable[..., Flask]
     assert_429(guesser.get(HOOKS.format(alice.bots["quote"])))  # no key at all
     assert snapshot(redis) == before
     assert other.get(me, headers=alice.headers).status_code == 200
-    # the platform's emit route is not limited
+    # the platform's emit route too (issue 22): even the platform's own key is not answered
     emitted = guesser.post(f"/api/v1.0/chatbots/{alice.bots['quote']}/events",
                            headers={"Authorization": "Bearer platform-secret-key"},
                            json={"event": "quote.created", "data": {}})
-    assert emitted.status_code == 202
+    assert_429(emitted)
+    assert snapshot(redis) == before
 
 
 @pytest.mark.parametrize("proxies,forwarded_apart", [(0, False), (1, True)])

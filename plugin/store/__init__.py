@@ -69,10 +69,23 @@ class Store(EndpointStore, EventStore, DeliveryLog, DueSet):
 
     # -- portal ------------------------------------------------------------------------------
     def shared_key(self, name: str, make: Callable[[], str]) -> str:
-        """A random key kept in Redis, the same for every process: the first to ask makes it."""
+        """A random key kept in Redis, the same for every process: the first to ask makes it
+        (``make()``, stored only if no other process stored one first). Read first, so a Redis
+        that refuses writes (out of memory) still hands out the key it holds."""
         key = f"{self.prefix}key:{name}"
-        self.redis.set(key, make(), nx=True)
-        return _text(self.redis.get(key))
+        found = self.redis.get(key)
+        if found is None:
+            self.redis.set(key, make(), nx=True)
+            found = self.redis.get(key)
+        return _text(found)
+
+    def mark_once(self, marker: str, ttl_s: int) -> None:
+        """Leave ``marker`` for :meth:`take_mark` to find once within ``ttl_s`` seconds."""
+        self.redis.set(f"{self.prefix}mark:{marker}", b"1", ex=max(int(ttl_s), 1))
+
+    def take_mark(self, marker: str) -> bool:
+        """True once for a marker left by :meth:`mark_once` (and not expired)."""
+        return bool(self.redis.delete(f"{self.prefix}mark:{marker}"))
 
     def use_once(self, token_id: str, ttl_s: int) -> bool:
         """Record ``token_id`` as used for ``ttl_s`` seconds; False if it was used before."""
@@ -96,12 +109,15 @@ class Store(EndpointStore, EventStore, DeliveryLog, DueSet):
         pipe.execute()
 
     def ping_and_count_workers(self) -> int:
-        """PING Redis and count the worker processes with a fresh heartbeat, in one round
-        trip (readiness)."""
+        """PING Redis, try a write and count the worker processes with a fresh heartbeat, in
+        one round trip (readiness). The write is ``SET ... XX`` of a key that never exists: it
+        stores nothing, but Redis checks it like any write, so a Redis that answers yet
+        refuses writes (out of memory, MISCONF, a replica's READONLY) fails readiness."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.ping()
+        pipe.set(f"{self.prefix}write-probe", b"", xx=True)
         pipe.zcount(self.workers_key, now_ms(), "+inf")
-        return int(pipe.execute()[1])
+        return int(pipe.execute()[2])
 
     # -- counters and fleet figures ----------------------------------------------------------
     def add_counts(self, pipe: Pipeline, tally: Tally) -> None:
