@@ -301,7 +301,7 @@ def test_ipv6_guesses_from_one_64_are_blocked_together(
 ) -> None:
     """A different address of one /64 for every guess: one bucket, blocked at the limit."""
     app = limited_app(make_app, WEBHOOKS_RATE_LIMIT_AUTH_FAILURES="5/minute")
-    alice = Owner(app, "alice")
+    Owner(app, "alice")
     for n in range(5):
         assert_error(from_address(app.test_client(), f"2001:db8:7:7::{n + 1:x}").get(
             f"{Z}/me", headers={"X-API-Key": "whk_wrong"}), 401)
