@@ -34,7 +34,11 @@ from typing import Literal
 from flask import Request
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import (
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -70,6 +74,11 @@ class RateLimits:
         storage = RedisStorage("redis://", connection_pool=redis.connection_pool,
                                key_prefix=f"{key_prefix}limits")
         self._limiter = MovingWindowRateLimiter(storage)
+        # The emit budget is large (hundreds a minute per chatbot): a moving window keeps one
+        # entry per request, a sliding window counter two counters per chatbot.
+        self._limiters: dict[str, RateLimiter] = {
+            kind: self._limiter for kind in ("test", "redeliver", "writes")}
+        self._limiters["emit"] = SlidingWindowCounterRateLimiter(storage)
         self._items: dict[str, RateLimitItem] = {
             "test": parse(test), "redeliver": parse(redeliver), "writes": parse(writes),
             "emit": parse(emit), AUTH_FAILURES: parse(auth_failures),
@@ -83,11 +92,12 @@ class RateLimits:
     def enforce(self, kind: OwnerLimit, owner: str) -> None:
         """Count one ``kind`` request of ``owner`` (the chatbot for ``emit``);
         :class:`RateLimited` once over the limit (that refused request is not counted)."""
-        item = self._items[kind]
-        if not self._limiter.hit(item, kind, owner):
+        item, limiter = self._items[kind], self._limiters[kind]
+        if not limiter.hit(item, kind, owner):
+            reset_at = limiter.get_window_stats(item, kind, owner).reset_time
             raise RateLimited(
                 f"Too many {_WHAT[kind]}: at most {_describe(item)}. Try again later.",
-                self._retry_after(item, kind, owner))
+                max(1, math.ceil(reset_at - time.time())))
 
     # -- failed authentication, per client address -------------------------------------------
     def refuse_blocked_address(self, request: Request) -> None:
