@@ -54,11 +54,13 @@ def test_a_busy_worker_waits_while_redis_refuses_writes_then_delivers_everything
     receiver.wait_for(5, timeout=60)
     for seen, kind in enumerate(("oom", "misconf"), start=1):
         with refusing_writes(own_redis, kind):
+            wait_until(lambda: one_worker.worker.poll() is not None  # noqa: B023
+                       or len(lines(log, OUTAGE_WARNING)) >= seen, timeout=20)  # noqa: B023
+            time.sleep(2)  # the refusal itself: RQ's loop, the ticker and the job all write
+            assert one_worker.worker.poll() is None, f"the worker exited:\n{log.read_text()}"
+            assert len(lines(log, OUTAGE_WARNING)) == seen, log.read_text()
             with pytest.raises(Unavailable):  # the platform's emit says so
                 get_state(app).emit(owner.bots["quote"], "quote.created", {"n": kind})
-            wait_until(lambda: len(lines(log, OUTAGE_WARNING)) >= seen, timeout=20)  # noqa: B023
-            time.sleep(2)  # the refusal itself: RQ's loop, the ticker and the job all write
-            assert one_worker.worker.poll() is None, log.read_text()
         wait_until(lambda: len(lines(log, OUTAGE_OVER)) >= seen, timeout=20)  # noqa: B023
         if seen == 1:  # more work for the second refusal
             receiver.wait_for(len(receiver.on("/hook")) + 2, timeout=30)
