@@ -130,7 +130,7 @@ def test_a_redis_refusing_writes_is_waited_out_with_one_warning_naming_why(
         assert not wrote.is_set()
     writer.join(10)
     assert wrote.is_set()
-    client.close()
+    client.connection_pool.disconnect()  # two connections: the writer's and the reader's
     logged = outage_lines(caplog)
     assert [level for level, _ in logged] == [logging.WARNING, logging.INFO], logged
     assert f"({word}:" in logged[0][1]
@@ -147,5 +147,5 @@ def test_an_error_that_is_no_outage_is_raised_at_once(
     caplog.set_level(logging.INFO, LOGGER)
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         client.lpush("text", "x")
-    client.close()
+    client.connection_pool.disconnect()
     assert outage_lines(caplog) == []

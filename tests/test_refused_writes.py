@@ -56,7 +56,7 @@ def test_a_busy_worker_waits_while_redis_refuses_writes_then_delivers_everything
         with refusing_writes(own_redis, kind):
             wait_until(lambda: one_worker.worker.poll() is not None  # noqa: B023
                        or len(lines(log, OUTAGE_WARNING)) >= seen, timeout=20)  # noqa: B023
-            time.sleep(2)  # the refusal itself: RQ's loop, the ticker and the job all write
+            time.sleep(1)  # the refusal itself: RQ's loop, the ticker and the job all write
             assert one_worker.worker.poll() is None, f"the worker exited:\n{log.read_text()}"
             assert len(lines(log, OUTAGE_WARNING)) == seen, log.read_text()
             with pytest.raises(Unavailable):  # the platform's emit says so
