@@ -141,9 +141,10 @@ class WebhooksState:
         return str(envelope["id"])
 
     def health(self) -> tuple[dict[str, Any], int]:
-        """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING
-        within ``WEBHOOKS_REDIS_TIMEOUT``, else the same keys with 503 (see
-        :func:`chatbot_webhooks.ops.readiness.readiness`). A Flask view may return it as it is."""
+        """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING and
+        takes a write within ``WEBHOOKS_REDIS_TIMEOUT``, else the same keys with 503 and the
+        cause (see :func:`chatbot_webhooks.ops.readiness.readiness`). A Flask view may return
+        it as it is."""
         return readiness(self.store)
 
     def send_test(self, bot: Chatbot, endpoint: Endpoint) -> Delivery:
