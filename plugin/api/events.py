@@ -2,6 +2,8 @@
 
 Only the platform may call it, with ``Authorization: Bearer <WEBHOOKS_PLATFORM_KEY>``; the route
 answers 404 while that setting is empty, so a default install exposes no way to forge events.
+Each chatbot may get ``WEBHOOKS_RATE_LIMIT_EMIT`` events over it (counted before the body is
+read, like every limit), so a platform stuck in a loop cannot fill Redis.
 
 An ``Idempotency-Key`` header makes a repeated call safe: within ``WEBHOOKS_IDEMPOTENCY_TTL`` the
 same key answers the first call's event (202, the same id, ``Idempotent-Replayed: true``) and
@@ -21,6 +23,7 @@ from ..state import UnknownChatbot, get_state
 from .auth import require_platform
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
+from .rate_limits import limited
 from .schemas import EventAccepted, EventIn
 
 IDEMPOTENCY_HEADER = {
@@ -35,12 +38,18 @@ REPLAYED_HEADER = {"Idempotent-Replayed": {
     "schema": {"type": "string", "enum": ["true"]}}}
 
 
+def _chatbot() -> str:
+    """Whose events the emit limit counts: the chatbot in the path."""
+    return str((request.view_args or {}).get("chatbot_id", ""))
+
+
 def make_blueprint() -> Blueprint:
     blp = Blueprint("webhook-events", __name__, description="Emit events (platform only).")
     require_platform(blp)
 
     @blp.route("/chatbots/<string:chatbot_id>/events")
     class Events(MethodView):
+        @limited("emit", _chatbot)
         @blp.arguments(EventIn())
         @blp.response(202, EventAccepted, headers=REPLAYED_HEADER)
         @blp.doc(security=[{"bearerAuth": []}], parameters=[IDEMPOTENCY_HEADER])
