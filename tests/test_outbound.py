@@ -16,7 +16,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,9 +29,7 @@ from chatbot_webhooks.outbound.sender import (
     OutboundSettings,
     Outcome,
     Sender,
-    _Target,
 )
-from chatbot_webhooks.outbound.watchdog import _Attempt
 
 HUGE_BYTES = 10 * 1024 * 1024
 
@@ -539,13 +537,14 @@ def test_outcome_ok_is_2xx_only() -> None:
     ]
 
 
-def test_close_stops_the_watchdog(target: Target) -> None:
-    before = {thread.name for thread in threading.enumerate()}
+def test_close_stops_the_sender_thread(target: Target) -> None:
     sender = Sender(OutboundSettings(allow_private=True))
     assert post(sender, target.url("/hook")).ok
+    assert "webhook-sender" in {thread.name for thread in threading.enumerate()}
     sender.close()
-    after = [thread for thread in threading.enumerate() if thread.name == "webhook-watchdog"]
-    assert "webhook-watchdog" in before or after == []
+    assert "webhook-sender" not in {thread.name for thread in threading.enumerate()}
+    # closed: a request is answered at once instead of waiting for ever
+    assert post(sender, target.url("/hook")).error == "internal error: the sender was closed"
 
 
 # -- a bare TCP receiver for answers http.server cannot give -----------------------------------
@@ -701,25 +700,3 @@ def test_a_post_that_could_not_be_sent_on_a_dropped_connection_is_sent_once_more
     time.sleep(0.05)  # the reset is in; the connection was idle too briefly to be checked
     assert post(sender, target.url()).ok
     assert target.requests == [(0, 0), (1, 0)]
-
-
-def test_a_connection_cut_after_its_answer_was_read_is_not_kept(
-    target: Target
-) -> None:
-    """The watchdog may cut the socket between the end of the answer and the end of the
-    attempt; that socket is shut down and must not go back to the pool."""
-
-    class SlowToFinish(Sender):
-        def _send(self, target: _Target, body: bytes, headers: Mapping[str, str],
-                  attempt: _Attempt, started: float) -> Outcome:
-            outcome = super()._send(target, body, headers, attempt, started)
-            while not attempt.expired:  # the watchdog cuts now, the answer already read
-                time.sleep(0.005)
-            return outcome
-
-    sender = SlowToFinish(OutboundSettings(allow_private=True, timeout=1.0))
-    try:
-        assert post(sender, target.url("/hook")).ok
-        assert [c.sock for c in sender._local.pool.values()] == [None]
-    finally:
-        sender.close()
