@@ -29,6 +29,7 @@ from chatbot_webhooks.outbound.sender import (
     OutboundSettings,
     Outcome,
     Sender,
+    check_libcurl,
 )
 
 HUGE_BYTES = 10 * 1024 * 1024
@@ -44,13 +45,14 @@ class Seen:
 class Target:
     """A threaded HTTP/1.1 server with keep-alive whose behaviour is chosen by the path."""
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, address: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.seen: list[Seen] = []
         self.connections = 0
         self.server_names: list[str | None] = []
         self.stop = threading.Event()
         self._lock = threading.Lock()
-        self.server = _Server(("127.0.0.1", 0), _handler_for(self))
+        self.server = _Server((address, port), _handler_for(self))
         if tls is not None:
             tls.sni_callback = self._note_sni
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
@@ -535,6 +537,10 @@ def test_outcome_ok_is_2xx_only() -> None:
         False,
         False,
     ]
+
+
+def test_the_installed_libcurl_has_what_the_sender_uses() -> None:
+    check_libcurl(https_proxy=True)  # raises otherwise
 
 
 def test_close_stops_the_sender_thread(target: Target) -> None:

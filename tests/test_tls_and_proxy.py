@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import trustme
 from chatbot_webhooks.config import settings_from_config, split_proxy_url
+from chatbot_webhooks.outbound import addresses
 from chatbot_webhooks.outbound.addresses import Checked
 from chatbot_webhooks.outbound.handles import _refusal
 from chatbot_webhooks.outbound.sender import OutboundSettings, Outcome, Sender
@@ -149,6 +150,27 @@ def test_a_socket_to_an_address_not_checked_is_refused() -> None:
         "refused: connection to 93.184.216.35, not a checked address of the host")
     assert _refusal("127.0.0.1", None) == "refused: connection to non-public address 127.0.0.1"
     assert _refusal("::ffff:10.0.0.1", None) is not None
+
+
+def test_a_new_dns_answer_moves_new_connections_to_the_new_address(
+    make_sender: Callable[..., Sender], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pin follows the checked answer: once it is refreshed, a new connection goes to the
+    new address (and only there), never to the one pinned before."""
+    monkeypatch.setattr(addresses, "_ADDRESS_TTL", 0.05)
+    first = Target()
+    second = Target(address="127.0.0.2", port=first.port)
+    answer = ["127.0.0.1"]
+    try:
+        sender = make_sender(lookup=lambda host, port: list(answer), max_response_bytes=1024)
+        assert post(sender, first.url("/huge", host="moving.test")).ok  # capped: not kept
+        answer[0] = "127.0.0.2"
+        time.sleep(0.1)
+        assert post(sender, first.url("/huge", host="moving.test")).ok
+        assert (first.paths(), second.paths()) == (["/huge"], ["/huge"])
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_slow_lookup_holds_no_other_attempt_and_ends_at_the_deadline(

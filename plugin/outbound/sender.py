@@ -38,6 +38,7 @@ import threading
 from collections.abc import Callable
 
 import certifi
+import pycurl
 
 from ..config import split_proxy_url
 from ..urlrules import Lookup
@@ -72,6 +73,7 @@ class Sender:
         if not os.path.exists(bundle):
             raise ValueError(f"WEBHOOKS_CA_BUNDLE: no such file or directory: {bundle}")
         proxy = Proxy(*split_proxy_url(settings.proxy_url)) if settings.proxy_url else None
+        check_libcurl(https_proxy=proxy is not None and proxy.url.startswith("https:"))
         self._loop = SendLoop(settings, lookup=lookup, source=source, proxy=proxy,
                               ca_bundle=bundle, ca_is_dir=os.path.isdir(bundle))
         self._thread: threading.Thread | None = None
@@ -138,6 +140,27 @@ class Sender:
             thread.join()
         else:
             self._loop.run()  # never started: frees libcurl's handles and the descriptors
+
+
+#: The oldest libcurl with everything used here: HTTPS proxies and ``PROXY_CAINFO`` (7.52),
+#: several addresses in one ``CURLOPT_RESOLVE`` entry (7.59), HTTP/0.9 answers refused by
+#: default (7.66).
+LIBCURL_AT_LEAST = (7, 66, 0)
+
+
+def check_libcurl(*, https_proxy: bool = False) -> None:
+    """Refuse to start on a libcurl without what the sender relies on (a distribution's pycurl
+    may be built against an old or TLS-less libcurl; the PyPI wheels bundle a current one)."""
+    info = pycurl.version_info()
+    number, features = info[2], info[4]
+    found = ((number >> 16) & 0xFF, (number >> 8) & 0xFF, number & 0xFF)
+    if found < LIBCURL_AT_LEAST:
+        raise RuntimeError(f"libcurl {info[1]} is too old for the delivery client (needs "
+                           f"{'.'.join(map(str, LIBCURL_AT_LEAST))} or newer)")
+    if not features & pycurl.VERSION_SSL:
+        raise RuntimeError(f"libcurl {info[1]} has no TLS support")
+    if https_proxy and not features & pycurl.VERSION_HTTPS_PROXY:
+        raise RuntimeError(f"libcurl {info[1]} cannot talk to an https:// proxy")
 
 
 def _allow_descriptors(needed: int) -> None:
