@@ -39,6 +39,9 @@ DOORBELL_WAIT = 0.25
 
 _WAKE = None  # put on the results queue by the doorbell thread
 
+#: One attempt's result as the job gets it.
+Result = tuple[Work, Outcome | None]
+
 
 class Dispatcher:
     """Hands claimed deliveries to the sender, each host up to its share of the attempts in
@@ -122,8 +125,13 @@ class Engine:
             ca_bundle=settings.ca_bundle or None,
             proxy_url=settings.proxy_url,
             max_in_flight=settings.concurrency,
-        ), source=self._next)
-        self.results: SimpleQueue[tuple[Work, Outcome | None] | None] = SimpleQueue()
+        ), source=self._next, settled=self._hand_over)
+        #: Finished attempts for the job: one (work, outcome) at a time, or a list of them (a
+        #: turn of the sender's loop); None is the doorbell's wake-up. An outcome of None: not
+        #: attempted (it waited too long), to be put back.
+        self.results: SimpleQueue[Result | list[Result] | None] = SimpleQueue()
+        #: Results of the sender's current turn (its thread only).
+        self._ended: list[Result] = []
         #: Set while a job runs: only then does the doorbell thread take tokens.
         self.listening = threading.Event()
         self._closing = threading.Event()
@@ -176,10 +184,18 @@ class Engine:
         return out
 
     def _done(self, request: Request, outcome: Outcome) -> None:
-        """An attempt ended (on the sender's thread)."""
+        """An attempt ended (on the sender's thread): its host may take the next one now, the
+        job gets the result with the others of this turn."""
         work: Work = request.tag
         self.dispatcher.finished(work, outcome.duration_ms / 1000)
-        self.results.put((work, outcome))
+        self._ended.append((work, outcome))
+
+    def _hand_over(self) -> None:
+        """The sender's turn is over: its results go to the job in one piece (one wake-up of
+        the job's thread for all of them, not one per attempt)."""
+        if self._ended:
+            ended, self._ended = self._ended, []
+            self.results.put(ended)
 
     def _watch_doorbell(self) -> None:
         """Turn doorbell tokens (rung by ``emit``) into wake-ups of the running job."""

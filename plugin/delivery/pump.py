@@ -200,12 +200,14 @@ class Pump(Claiming, Recording):
         try:
             first = results.get(timeout=timeout) if timeout > 0.0005 else results.get_nowait()
             while True:
-                if first is not None and first[0].pump is self:
-                    work, outcome = first
-                    if outcome is None:
-                        late.append((work, now_ms()))
-                    else:
-                        done.append((work, outcome))
+                if first is not None:
+                    for work, outcome in first if isinstance(first, list) else (first,):
+                        if work.pump is not self:
+                            continue
+                        if outcome is None:
+                            late.append((work, now_ms()))
+                        else:
+                            done.append((work, outcome))
                 first = results.get_nowait()
         except Empty:
             pass

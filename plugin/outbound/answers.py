@@ -44,7 +44,9 @@ def excerpt(body: bytearray) -> str:
     """The start of the (capped) body, decoded leniently, at most 1024 characters."""
     if not body:
         return ""
-    return bytes(body[:_EXCERPT_BYTES]).decode("utf-8", errors="replace")[:_EXCERPT_CHARS]
+    if len(body) <= _EXCERPT_CHARS:
+        return body.decode("utf-8", errors="replace")
+    return body[:_EXCERPT_BYTES].decode("utf-8", errors="replace")[:_EXCERPT_CHARS]
 
 
 def _parse_retry_after(value: str | None) -> float | None:

@@ -69,19 +69,19 @@ class Defaults:
         not the caller's to set."""
         items = headers.items() if isinstance(headers, Mapping) else headers
         lines = self._all.copy()
-        replaced: list[str] | None = None
+        replaced = False
         valid = self._valid
         for name, value in items:
-            lower = valid.get(name)
-            if lower is None:
-                lower = self._check(name)
+            lower = valid.get(name) or self._check(name)
             if "\r" in value or "\n" in value or "\0" in value:
                 raise ValueError(f"invalid header {name!r}")
             if lower in self.lines:
-                replaced = (replaced or []) + [self.lines[lower]]
+                replaced = True
             lines.append(f"{name}: {value}")
-        if replaced is not None:
-            lines = [line for line in lines if line not in replaced]
+        if replaced:
+            given = {line.partition(":")[0].lower() for line in lines[len(self._all):]}
+            lines = [line for name, line in self.lines.items() if name not in given] + \
+                lines[len(self._all):]
         if length >= self.EXPECT_FROM:
             lines.append("Expect:")
         return lines
@@ -101,7 +101,8 @@ class Transfer:
     """An easy handle and its current attempt (see module docstring)."""
 
     __slots__ = ("curl", "request", "target", "started", "headers", "body", "cap", "capped",
-                 "refused", "pinned", "checked", "check", "opened", "resent", "switched")
+                 "refused", "pinned", "checked", "check", "opened", "resent", "switched",
+                 "timeout_ms")
 
     def __init__(self, options: list[tuple[int, Any]], cap: int, check: bool,
                  opened: list[socket.socket]) -> None:
@@ -127,6 +128,8 @@ class Transfer:
         self.opened = opened
         #: Whether this attempt was sent once more on a fresh connection already.
         self.resent = False
+        #: The ``TIMEOUT_MS`` set on the handle now.
+        self.timeout_ms = -1
         curl.setopt(pycurl.HEADERFUNCTION, self._header)
         curl.setopt(pycurl.WRITEFUNCTION, self._write)
         curl.setopt(pycurl.OPENSOCKETFUNCTION, self._open_socket)
@@ -137,12 +140,16 @@ class Transfer:
               body: bytes, started: float, timeout_ms: int, fresh: bool = False) -> None:
         """Set the handle up for one attempt (it is not in the multi handle yet)."""
         curl = self.curl
-        self.request, self.target, self.checked, self.started = request, target, checked, started
-        curl.setopt(pycurl.URL, target.url)
+        self.request, self.checked, self.started = request, checked, started
+        if target is not self.target:  # a handle often sends to the URL it sent to before
+            curl.setopt(pycurl.URL, target.url)
+            self.target = target
         curl.setopt(pycurl.POSTFIELDSIZE, len(body))
         curl.setopt(pycurl.READFUNCTION, io.BytesIO(body).read)
         curl.setopt(pycurl.HTTPHEADER, lines)
-        curl.setopt(pycurl.TIMEOUT_MS, max(1, timeout_ms))
+        if timeout_ms != self.timeout_ms:  # the whole budget, unless a DNS lookup took some
+            curl.setopt(pycurl.TIMEOUT_MS, max(1, timeout_ms))
+            self.timeout_ms = timeout_ms
         pin = checked.pin if checked is not None else None
         if pin is not self.pinned:
             if pin is None:
@@ -160,7 +167,7 @@ class Transfer:
         del self.body[:]
         self.capped = self.switched = False
         self.refused = None
-        self.request = self.target = self.checked = None
+        self.request = self.checked = None
 
     def close(self) -> None:
         self.curl.transfer = None

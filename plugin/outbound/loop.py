@@ -12,7 +12,9 @@ Work comes in two ways, both thread-safe: :meth:`SendLoop.submit` (a queue) and 
 ``source`` the owner gives (asked for up to as many requests as there is room for, whenever
 it may have some: after :meth:`SendLoop.wake` and after every finished attempt). An attempt
 whose host has no fresh checked DNS answer waits for :class:`~.addresses.Lookups` without
-holding the loop. Results go to each request's ``done`` on this thread.
+holding the loop. Results go to each request's ``done`` on this thread, and ``settled`` is
+called once at the end of a turn of the loop in which attempts ended: an owner that passes
+results on to another thread hands them over in one go instead of waking it per attempt.
 """
 
 from __future__ import annotations
@@ -82,12 +84,16 @@ class SendLoop:
     """The multi handle, its sockets, timer and free handles; :meth:`run` is the thread."""
 
     def __init__(self, settings: OutboundSettings, *, lookup: Lookup | None,
-                 source: Callable[[int], list[Request]] | None, proxy: Proxy | None,
+                 source: Callable[[int], list[Request]] | None,
+                 settled: Callable[[], None] | None, proxy: Proxy | None,
                  ca_bundle: str, ca_is_dir: bool) -> None:
         self.settings = settings
         self.max_in_flight = settings.max_in_flight
         self._timeout = settings.timeout
+        self._timeout_ms = int(settings.timeout * 1000)
         self._source = source
+        self._settled = settled
+        self._ended = False
         self._proxy = proxy
         self._defaults = Defaults()
         self._targets = Targets(allow_private=settings.allow_private,
@@ -200,6 +206,9 @@ class SendLoop:
             self._opened.clear()
         if self._waiting:
             self._expire_waiting()
+        if self._ended and self._settled is not None:
+            self._ended = False
+            self._settled()
 
     def _wait_time(self) -> float:
         timeout = 1.0
@@ -292,10 +301,13 @@ class SendLoop:
         except ValueError as exc:
             self._deliver(request, _failed(started, f"invalid request: {exc}"))
             return
-        left_ms = int((started + self._timeout - time.monotonic()) * 1000)
-        if left_ms <= 0:
-            self._deliver(request, _failed(started, "timeout"))
-            return
+        left_ms = self._timeout_ms
+        waited = time.monotonic() - started
+        if waited > 0.001:  # a DNS lookup (or the sender's queue) took some of the budget
+            left_ms = int((self._timeout - waited) * 1000)
+            if left_ms <= 0:
+                self._deliver(request, _failed(started, "timeout"))
+                return
         transfer = self._free.pop() if self._free else self._new_transfer()
         transfer.begin(request, target, checked, lines, request.body, started, left_ms, fresh)
         self.multi.add_handle(transfer.curl)
@@ -349,7 +361,8 @@ class SendLoop:
         request, target = transfer.request, transfer.target
         assert target is not None
         status: int | None = None
-        if answers.headers_complete(transfer.headers):
+        headers = transfer.headers
+        if headers.endswith(b"\r\n\r\n") or answers.headers_complete(headers):
             status = curl.getinfo(pycurl.RESPONSE_CODE) or None
             if status is not None and status < 200:
                 status = None  # only informational answers: no answer at all
@@ -393,6 +406,7 @@ class SendLoop:
                 and transfer.curl.getinfo(pycurl.NUM_CONNECTS) == 0)
 
     def _deliver(self, request: Request, outcome: Outcome) -> None:
+        self._ended = True
         try:
             request.done(request, outcome)
         except Exception:
@@ -412,6 +426,8 @@ class SendLoop:
                 self.multi.remove_handle(transfer.curl)
         for request, started in left:
             self._deliver(request, _failed(started, "internal error: the sender was closed"))
+        if self._ended and self._settled is not None:
+            self._settled()
         self.in_flight = 0
         for transfer in self._all:
             transfer.close()

@@ -59,22 +59,26 @@ class Sender:
 
     Requests come from :meth:`submit` (any thread) or from ``source``: called on the sender's
     thread with the room left (``source(n)`` returns up to n requests), whenever there may be
-    some: after :meth:`wake` and after every attempt that ended. :meth:`post` is the blocking
-    form of one request, for callers that have one thing to send.
+    some: after :meth:`wake` and after every attempt that ended. Each request's ``done`` is
+    called on the sender's thread; ``settled`` after a turn of its loop in which some ended
+    (to pass a batch of results on at once). :meth:`post` is the blocking form of one
+    request, for callers that have one thing to send.
 
     ``lookup`` replaces DNS resolution (see ``urlrules.Lookup``); the answer is still judged by
     the URL rules unless ``allow_private`` is set. Call ``close`` when the worker stops.
     """
 
     def __init__(self, settings: OutboundSettings, *, lookup: Lookup | None = None,
-                 source: Callable[[int], list[Request]] | None = None) -> None:
+                 source: Callable[[int], list[Request]] | None = None,
+                 settled: Callable[[], None] | None = None) -> None:
         self._settings = settings
         bundle = settings.ca_bundle or certifi.where()
         if not os.path.exists(bundle):
             raise ValueError(f"WEBHOOKS_CA_BUNDLE: no such file or directory: {bundle}")
         proxy = Proxy(*split_proxy_url(settings.proxy_url)) if settings.proxy_url else None
         check_libcurl(https_proxy=proxy is not None and proxy.url.startswith("https:"))
-        self._loop = SendLoop(settings, lookup=lookup, source=source, proxy=proxy,
+        self._loop = SendLoop(settings, lookup=lookup, source=source, settled=settled,
+                              proxy=proxy,
                               ca_bundle=bundle, ca_is_dir=os.path.isdir(bundle))
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -99,11 +103,11 @@ class Sender:
         (at once, on this thread, once the sender is closed)."""
         if self._thread is None:
             self.start()
-            if self._closed:
-                request.done(request, Outcome(status=None, duration_ms=0.0, retry_after=None,
-                                              error="internal error: the sender was closed",
-                                              body_excerpt=""))
-                return
+        if self._closed:
+            request.done(request, Outcome(status=None, duration_ms=0.0, retry_after=None,
+                                          error="internal error: the sender was closed",
+                                          body_excerpt=""))
+            return
         self._loop.submit(request)
 
     def wake(self) -> None:
