@@ -72,7 +72,7 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "WEBHOOKS_MAX_IN_FLIGHT_PER_HOST": (
         64,
         "Deliveries in flight at once to one receiver host:port in one worker process, so a "
-        "hanging receiver cannot take every thread.",
+        "hanging receiver cannot take every place in flight.",
     ),
     "WEBHOOKS_BATCH_SIZE": (256, "Deliveries a worker claims from Redis at once."),
     "WEBHOOKS_LEASE": (
