@@ -202,6 +202,8 @@ class ProxyProcess:
         wait_for(self._listening, 30, "the proxy")
 
     def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError("proxy.py did not start (scripts/setup-env dev bench installs it)")
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
             return True
