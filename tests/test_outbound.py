@@ -467,7 +467,9 @@ def test_threads_share_a_sender(target: Target, make_sender: Callable[..., Sende
     for thread in threads:
         thread.join()
     assert len(outcomes) == 100 and all(outcome.ok for outcome in outcomes)
-    assert target.connections == 4  # one kept-alive connection per thread
+    # kept-alive connections are the sender's, not a thread's: at most one per attempt in
+    # flight at once (four here), reused whichever thread asked
+    assert 1 <= target.connections <= 4
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,7 @@ class SendLoop:
         self.in_flight = 0
         self._pull = True
         self._asleep = False
+        self._shut_down = False
         self.closing = False
 
     # -- other threads -------------------------------------------------------------------
@@ -142,11 +143,13 @@ class SendLoop:
     def wake(self) -> None:
         """The source may have requests (or a lookup ended, or the loop is to stop)."""
         self._pull = True
-        if self._asleep:
+        if self._asleep and not self._shut_down:
             try:
                 os.write(self._wake_w, b"x")
             except BlockingIOError:
                 pass  # the pipe is full of wake-ups already
+            except OSError:
+                pass  # closed meanwhile: nobody to wake
 
     def _resolved_one(self, key: tuple[str, int], future: Future[Checked]) -> None:
         self._resolved.append((key, future))
@@ -324,7 +327,7 @@ class SendLoop:
             key, future = self._resolved.popleft()
             waiting = self._waiting.pop(key, [])
             self.in_flight -= len(waiting)
-            error = future.exception()
+            error = future.exception() if not future.cancelled() else RuntimeError("stopped")
             for one in waiting:
                 if error is None:
                     self._launch(one.request, one.target, future.result(), one.started)
@@ -415,6 +418,8 @@ class SendLoop:
     # -- stopping ------------------------------------------------------------------------
     def _shut(self) -> None:
         """Fail what is left (so no caller waits for ever), then free libcurl's handles."""
+        self._shut_down = True
+        self._asleep = False
         left: list[tuple[Request, float]] = [(t.request, t.started) for t in self._all
                                              if t.request is not None]
         left += [(w.request, w.started) for ws in self._waiting.values() for w in ws]
