@@ -681,6 +681,26 @@ def test_a_switch_of_protocols_is_an_invalid_answer(
     assert target.requests == [(0, 0), (1, 0)]
 
 
+@pytest.mark.parametrize("framing", [b"Connection: close\r\n", b"Transfer-Encoding: chunked\r\n"])
+def test_a_body_without_a_length_is_capped_too(
+    framing: bytes, raw_target: Callable[[Answer], RawTarget], make_sender: Callable[..., Sender]
+) -> None:
+    """No Content-Length to refuse early by: the read stops past the cap, the answer stands,
+    and the connection, not at a clean end, is not reused."""
+    block = b"y" * 65536
+    body = block * 16 if b"close" in framing else (
+        (f"{len(block):x}\r\n".encode() + block + b"\r\n") * 16 + b"0\r\n\r\n")
+    target = raw_target(lambda conn, index: b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n" + body
+                        if conn == 0 else _http("200 OK", b"next"))
+    sender = make_sender(max_response_bytes=4096)
+    started = time.monotonic()
+    outcome = post(sender, target.url())
+    assert (outcome.status, outcome.error, outcome.body_excerpt) == (200, None, "y" * 1024)
+    assert time.monotonic() - started < 2
+    assert post(sender, target.url()).body_excerpt == "next"
+    assert target.requests == [(0, 0), (1, 0)]
+
+
 def test_a_post_is_not_resent_once_it_went_out(
     raw_target: Callable[[Answer], RawTarget], make_sender: Callable[..., Sender]
 ) -> None:
