@@ -541,6 +541,16 @@ def test_outcome_ok_is_2xx_only() -> None:
     ]
 
 
+def test_an_attempt_that_cannot_start_ends_with_an_error_and_the_sender_goes_on(
+    target: Target, make_sender: Callable[..., Sender]
+) -> None:
+    """Every request gets its outcome, whatever breaks: a delivery job waits for each one."""
+    sender = make_sender()
+    broken = sender.post(target.url("/hook"), "not bytes", {})  # type: ignore[arg-type]
+    assert broken.status is None and (broken.error or "").startswith("internal error: ")
+    assert post(sender, target.url("/hook")).ok
+
+
 def test_the_installed_libcurl_has_what_the_sender_uses() -> None:
     check_libcurl(https_proxy=True)  # raises otherwise
 

@@ -175,6 +175,7 @@ class Engine:
             try:
                 headers = signed_headers(work.keys, work.delivery.event_id, work.body)
             except Exception as exc:  # a bug must not lose the delivery: record and retry
+                # (as one attempt that failed, so the job's count of what is out stays right)
                 log.exception("signing a delivery crashed")
                 self._done(Request(work.endpoint.url, work.body, {}, self._done, work),
                            Outcome(status=None, error=f"internal error: {exc!r}",

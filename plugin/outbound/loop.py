@@ -23,7 +23,6 @@ import logging
 import os
 import select
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from .addresses import Checked, Lookups, _AddressCache
 from .attempts import OutboundSettings, Outcome, Request
 from .failures import describe
 from .handles import Defaults, Proxy, Transfer, options_for
+from .poller import Poller, name_thread
 from .targets import Target, Targets
 
 log = logging.getLogger("chatbot_webhooks.sender")
@@ -48,25 +48,6 @@ _ERR = select.POLLERR | select.POLLHUP
 _WATCH = {pycurl.POLL_IN: _IN, pycurl.POLL_OUT: _OUT, pycurl.POLL_INOUT: _IN | _OUT}
 #: Idle connections the multi handle keeps beyond one per attempt in flight.
 _SPARE_CONNECTIONS = 64
-
-
-class _Poller:
-    """epoll where there is one, else poll: the same calls, timeouts in seconds."""
-
-    def __init__(self) -> None:
-        self._epoll = hasattr(select, "epoll")
-        self._impl: Any = select.epoll() if self._epoll else select.poll()
-        self.register, self.modify = self._impl.register, self._impl.modify
-        self.unregister = self._impl.unregister
-
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
-        if self._epoll:
-            return self._impl.poll(timeout)  # type: ignore[no-any-return]
-        return self._impl.poll(int(timeout * 1000))  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        if self._epoll:
-            self._impl.close()
 
 
 class _Waiting:
@@ -111,7 +92,7 @@ class SendLoop:
         self.multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         self.multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
         self.multi.setopt(pycurl.M_MAXCONNECTS, self.max_in_flight + _SPARE_CONNECTIONS)
-        self._poller = _Poller()
+        self._poller = Poller()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -157,7 +138,7 @@ class SendLoop:
 
     # -- the thread ----------------------------------------------------------------------
     def run(self) -> None:
-        _name_thread("webhook-sender")
+        name_thread("webhook-sender")
         try:
             while not self.closing:
                 try:
@@ -312,8 +293,16 @@ class SendLoop:
                 self._deliver(request, _failed(started, "timeout"))
                 return
         transfer = self._free.pop() if self._free else self._new_transfer()
-        transfer.begin(request, target, checked, lines, request.body, started, left_ms, fresh)
-        self.multi.add_handle(transfer.curl)
+        try:
+            transfer.begin(request, target, checked, lines, request.body, started, left_ms,
+                           fresh)
+            self.multi.add_handle(transfer.curl)
+        except Exception as exc:  # out of descriptors or memory: this attempt fails, not all
+            log.exception("an attempt could not be started")
+            transfer.clear()
+            self._free.append(transfer)
+            self._deliver(request, _failed(started, f"internal error: {exc!r}"))
+            return
         self.in_flight += 1
 
     def _new_transfer(self) -> Transfer:
@@ -350,11 +339,24 @@ class SendLoop:
         while True:
             queued, succeeded, failed = multi.info_read()
             for curl in succeeded:
-                self._finish(curl.transfer, 0, "")
+                self._finish_safely(curl.transfer, 0, "")
             for curl, code, message in failed:
-                self._finish(curl.transfer, code, message)
+                self._finish_safely(curl.transfer, code, message)
             if not queued:
                 return
+
+    def _finish_safely(self, transfer: Transfer, code: int, message: str) -> None:
+        """:meth:`_finish`, and should it fail, the attempt still ends with an outcome: its
+        caller waits for one (a delivery job for every attempt it handed over)."""
+        request, started = transfer.request, transfer.started
+        try:
+            self._finish(transfer, code, message)
+        except Exception as exc:
+            log.exception("a finished attempt could not be read")
+            if transfer.request is request and request is not None:
+                transfer.clear()
+                self._free.append(transfer)
+                self._deliver(request, _failed(started, f"internal error: {exc!r}"))
 
     def _finish(self, transfer: Transfer, code: int, message: str) -> None:
         curl = transfer.curl
@@ -445,16 +447,6 @@ class SendLoop:
         os.close(self._wake_w)
         for sock in self._opened:
             sock.close()
-
-
-def _name_thread(name: str) -> None:
-    """Give this thread its name in the operating system too (``top -H``, ``ps -L``, and the
-    benchmark's CPU split read it); Python names it only for itself."""
-    try:
-        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
-            comm.write(name[:15])
-    except OSError:
-        pass  # not Linux, or not allowed: only the name is lost
 
 
 def _refusal_text(error: BaseException) -> str:

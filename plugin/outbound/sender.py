@@ -51,6 +51,8 @@ __all__ = ["DEFAULT_USER_AGENT", "OutboundSettings", "Outcome", "Request", "Send
 #: Descriptors per attempt in flight (its socket, and room for a connection being replaced).
 _FDS_PER_ATTEMPT = 2
 _FDS_SPARE = 256
+#: Seconds :meth:`Sender.post` waits beyond the attempt's timeout before it gives up.
+_POST_MARGIN = 30.0
 
 
 class Sender:
@@ -127,7 +129,10 @@ class Sender:
             ended.set()
 
         self.submit(Request(url, body, headers, done))
-        ended.wait()
+        # libcurl ends every attempt at its timeout; the margin is for a sender gone wrong
+        if not ended.wait(self._settings.timeout + _POST_MARGIN):
+            return Outcome(status=None, duration_ms=0.0, retry_after=None, body_excerpt="",
+                           error="internal error: the sender gave no outcome")
         return found[0]
 
     def close(self) -> None:
