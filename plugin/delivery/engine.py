@@ -136,6 +136,7 @@ class Engine:
         self.listening = threading.Event()
         self._closing = threading.Event()
         self._doorbell: threading.Thread | None = None
+        self._start_within = settings.start_within
 
     def start(self) -> None:
         if self._doorbell is not None:
@@ -159,7 +160,7 @@ class Engine:
     def _next(self, room: int) -> list[Request]:
         """The sender's source (on its thread): up to ``room`` admitted deliveries, signed."""
         queue, out = self.dispatcher.queue, list[Request]()
-        late = self.settings.start_within
+        late = self._start_within
         now = time.monotonic()
         while len(out) < room:
             try:
