@@ -25,6 +25,7 @@ from chatbot_webhooks.host import Chatbot
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from sqlalchemy.engine import Engine
 
 from tests.postgres_server import PostgresServer
 from tests.receiver import Receiver
@@ -60,6 +61,25 @@ def redis(redis_server: RedisServer) -> Iterator[Redis]:
     yield client
     client.flushall()
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _engines_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every history engine an app makes during a test is closed after it (apps made outside
+    ``make_app`` too), so no pooled connection outlives its test."""
+    from chatbot_webhooks import extension
+
+    made: list[Engine] = []
+
+    def tracked(url: str, timeout: float) -> Engine:
+        engine = make_engine(url, timeout)
+        made.append(engine)
+        return engine
+
+    monkeypatch.setattr(extension, "make_engine", tracked)
+    yield
+    for engine in made:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -279,3 +299,15 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0
             detail = f"; last error: {last_error!r}" if last_error is not None else ""
             raise AssertionError(f"condition not met within {timeout}s{detail}") from last_error
         time.sleep(every)
+
+
+def drain_history(app: Flask) -> int:
+    """Write the history backlog to the database in this process, as a worker's writer does;
+    returns the rows written (for tests whose delivery loop runs in the test process)."""
+    from chatbot_webhooks.history.writer import HistoryWriter
+
+    state = get_state(app)
+    writer = HistoryWriter(state.store, state.history, state.settings)
+    while writer.step():
+        pass
+    return writer.written

@@ -520,19 +520,21 @@ def test_worker_killed_mid_delivery_the_event_still_arrives(
 
 
 def test_registrations_and_pending_deliveries_survive_a_redis_restart(
-    receiver: Receiver, tmp_path: Path,
+    receiver: Receiver, tmp_path: Path, database_url: str,
 ) -> None:
     from tests.redis_server import RedisServer
     from wsgi import create_app
 
     server = RedisServer(appendonly=True).start()
     try:
-        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST})
+        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST,
+                          "WEBHOOKS_DATABASE_URL": database_url})
         client, owner = app.test_client(), Owner(app, "jack")
         hook = add_hook(client, owner, "quote", receiver.url())
         event_id = emit(app, owner.bots["quote"], "quote.created", {"n": 1})
         server.restart()  # no worker ran: the event is pending
-        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST})
+        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST,
+                          "WEBHOOKS_DATABASE_URL": database_url})
         client = app.test_client()
         listed = client.get(HOOKS.format(owner.bots["quote"]), headers=owner.headers)
         assert listed.status_code == 200

@@ -1,5 +1,6 @@
 """Reading the history: a webhook's log, a bot's log (``status`` filter), one delivery, one
-event, a bot's newest events of a type (Zapier's samples).
+event, a bot's newest events of a type (Zapier's samples), a webhook's last day by hour (the
+portal's chart).
 
 Pages keep the contract the Redis log had: newest first by creation time, then by id;
 ``starting_after`` is the id of the last delivery of the previous page; one more row than the
@@ -18,15 +19,16 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, bindparam, select, tuple_
+from sqlalchemy import Select, and_, bindparam, func, select, tuple_
 from sqlalchemy.engine import Connection, Row
 
 from ..errors import Unavailable
 from ..events import utc_iso
-from ..records import SUCCEEDED, Delivery
+from ..records import FAILED, PENDING, SUCCEEDED, Delivery
 from .database import DB_DOWN, HistoryBase, describe
 from .migrate import SchemaBehind, check
 from .schema import attempts, deliveries, events
@@ -38,6 +40,18 @@ UNREADABLE = ("The delivery history cannot be read right now (its database canno
 BEHIND = "The delivery history is being upgraded; try again shortly."
 
 _D = deliveries.c
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class Hour:
+    """One hour of a webhook's last day: when it starts (ms), the deliveries made in it, by
+    how they ended (pending: not yet)."""
+
+    start_ms: int
+    succeeded: int
+    failed: int
+    pending: int
 
 
 class HistoryReads(HistoryBase):
@@ -158,9 +172,25 @@ class HistoryReads(HistoryBase):
                 found.extend(connection.execute(
                     select(e.created_ms, e.payload)
                     .where(e.chatbot_id == chatbot_id, e.event == event, e.created_ms >= cutoff)
-                    .order_by(e.created_ms.desc()).limit(limit)).tuples())
+                    .order_by(e.created_ms.desc()).limit(limit)).all())
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [orjson.loads(payload) for _, payload in found[:limit]]
+
+    def last_day(self, endpoint_id: str, now_ms: int, hours: int = 24) -> list[Hour]:
+        """The ``hours`` up to now (the current one last) of an endpoint's log, counted by
+        status in one aggregate query down the endpoint's index."""
+        first = now_ms // HOUR_MS - (hours - 1)
+        hour = _D.created_ms // HOUR_MS
+        counts: dict[tuple[int, str], int] = {}
+        with self.reading() as connection:
+            for at, status, count in connection.execute(
+                    select(hour, _D.status, func.count()).where(
+                        _D.endpoint_id == endpoint_id,
+                        _D.created_ms >= max(first * HOUR_MS, self.cutoff_ms(now_ms)))
+                    .group_by(hour, _D.status)):
+                counts[(int(at), status)] = int(count)
+        return [Hour(h * HOUR_MS, counts.get((h, SUCCEEDED), 0), counts.get((h, FAILED), 0),
+                     counts.get((h, PENDING), 0)) for h in range(first, first + hours)]
 
     def success_rates(self, endpoint_ids: Sequence[str], recent: int
                       ) -> dict[str, tuple[int, int, Delivery | None]]:

@@ -22,15 +22,14 @@ def readiness(store: Store) -> tuple[dict[str, Any], int]:
     with a fresh heartbeat, B the history rows waiting in Redis for the database and H
     ``behind`` when some wait and none was written for :data:`BEHIND_AFTER` seconds (the
     database is away or refuses writes), else ``ok``; else ``({"status": "unavailable",
-    "redis": WORD, "workers": None, ...}, 503)`` with WORD one of ``unreachable``,
+    "redis": WORD, "workers": None}, 503)`` with WORD one of ``unreachable``,
     ``timeout``, ``loading``, ``readonly``. No worker alive, or history behind, is still
     ready: events are queued and delivered, history waits in Redis (the status command says
     so)."""
     try:
         workers, rows, written = store.ping_and_count_workers()
     except REDIS_DOWN as exc:
-        return {"status": "unavailable", "redis": describe(exc), "workers": None,
-                "history": None, "history_backlog": None}, 503
+        return {"status": "unavailable", "redis": describe(exc), "workers": None}, 503
     stale = written is None or now_ms() - written > BEHIND_AFTER * 1000
     return {"status": "ok", "redis": "ok", "workers": workers,
             "history": "behind" if rows > 0 and stale else "ok",

@@ -11,6 +11,7 @@ import json
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from .. import events as catalogue
@@ -18,10 +19,10 @@ from ..control import endpoints
 from ..errors import Conflict, Forbidden, Invalid, NotFound, WebhookError
 from ..events import is_id, payload_for, utc_iso
 from ..host import Chatbot
-from ..records import FAILED, Delivery, Endpoint
+from ..records import FAILED, Delivery, Endpoint, now_ms
 from ..state import WebhooksState, get_state
 from ..store.clients import REDIS_DOWN
-from . import access, actions
+from . import access, actions, chart
 from .error_pages import domain_error_page, http_error_page, redis_down_page
 from .forms import WebhookForm, add_errors, form_for, read_form
 from .links import Access, LinkRefused
@@ -226,8 +227,10 @@ def _render_webhook(state: WebhooksState, bot: Chatbot, webhook: Endpoint, *, st
                     ) -> ResponseReturnValue:
     page, more = endpoints.webhook_log(state.history, webhook, limit=PAGE_SIZE,
                                        starting_after=_cursor())
+    hours = state.history.last_day(webhook.id, now_ms())
     return render_template(
         "webhooks_portal/webhook.html", bot=bot, webhook=webhook,
+        chart=Markup(chart.svg(hours)), chart_summary=chart.summary(hours),
         form=form or form_for(webhook), events=catalogue.events_for(bot.type),
         deliveries=page, more=more, secret=secret, secret_note=secret_note,
         notice=NOTICES.get(request.args.get("notice", ""), "")), status

@@ -42,14 +42,16 @@ RecordArgs = tuple[str, str, str, str, str, bytes, bytes]
 #    re-scored, final, it leaves Redis with its member;
 #  - each done member leaves due; a fan-out member's event goes with it, into the history;
 #  - every row written goes to the history backlog as one entry.
-# Members change only after the writes of their work: a write Redis refuses (out of memory)
-# leaves them due, to be redone when their lease ends.
+# It decides first (reads only), then adds the backlog entry, and only then changes anything:
+# Redis out of memory refuses the entry's write but would allow removals, so a removal that
+# came first could drop work whose history was never stored. Members change only after the
+# writes of their work, so a refused write leaves them due, redone when their lease ends.
 _RECORD = """
 local prefix, ttl, due = ARGV[1], ARGV[2], KEYS[1]
 local last = 5 + 7 * tonumber(ARGV[5])
 local done = {}
 for i = last + 1, #ARGV do done[ARGV[i]] = true end
-local open, endpoints, rows, scheduled = {}, {}, {}, {}
+local open, endpoints, rows, plan = {}, {}, {}, {}
 local function endpoint_exists(id)
   local known = endpoints[id]
   if known == nil then
@@ -58,18 +60,10 @@ local function endpoint_exists(id)
   end
   return known
 end
-local function schedule(at, member)
-  scheduled[#scheduled + 1] = at
-  scheduled[#scheduled + 1] = member
-  if #scheduled >= 1000 then
-    redis.call('ZADD', due, unpack(scheduled))
-    scheduled = {}
-  end
-end
 for i = 6, last, 7 do
-  local kind, item, ep, id, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local kind, item, ep, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = prefix .. 'dl:' .. id
-  local write = false
+  local write
   if kind == 'n' then
     local still = open[item]
     if still == nil then
@@ -77,46 +71,21 @@ for i = 6, last, 7 do
       open[item] = still
     end
     local event_id = string.match(item, '^f:([^|]*)') or ''
-    local trace = prefix .. 'fo:' .. event_id
-    if still and endpoint_exists(ep) and redis.call('EXISTS', key) == 0
-        and redis.call('SISMEMBER', trace, id) == 0 then
-      write = true
-      if at ~= '' then
-        redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
-        local body = redis.call('GET', prefix .. 'ev:' .. event_id)
-        if body then redis.call('HSET', key, 'body', body) end
-        redis.call('EXPIRE', key, ttl)
-        schedule(at, 'd:' .. id)
-      elseif not done[item] then
-        redis.call('SADD', trace, id)
-        redis.call('EXPIRE', trace, ttl)
-      end
-    end
-  elseif redis.call('EXISTS', key) == 1 and (ep == '' or endpoint_exists(ep)) then
-    write = true
-    if at ~= '' then
-      redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
-      if item ~= '' then schedule(at, item) end
-    else
-      redis.call('DEL', key)
-      if item ~= '' then redis.call('ZREM', due, item) end
-    end
+    write = still and endpoint_exists(ep) and redis.call('EXISTS', key) == 0
+            and redis.call('SISMEMBER', prefix .. 'fo:' .. event_id, id) == 0
   else
-    redis.call('DEL', key)
-    if item ~= '' then redis.call('ZREM', due, item) end
+    write = redis.call('EXISTS', key) == 1 and (ep == '' or endpoint_exists(ep))
   end
+  plan[#plan + 1] = write
   if write then rows[#rows + 1] = ARGV[i + 5] end
 end
-if #scheduled > 0 then redis.call('ZADD', due, unpack(scheduled)) end
-local events = {}
+local events, removed = {}, {}
 for i = last + 1, #ARGV do
-  if redis.call('ZREM', due, ARGV[i]) == 1 then
+  if redis.call('ZSCORE', due, ARGV[i]) then
+    removed[#removed + 1] = ARGV[i]
     local event_id = string.match(ARGV[i], '^f:([^|]*)')
-    if event_id then
-      local body = redis.call('GET', prefix .. 'ev:' .. event_id)
-      if body then events[#events + 1] = body end
-      redis.call('DEL', prefix .. 'ev:' .. event_id, prefix .. 'fo:' .. event_id)
-    end
+    local body = event_id and redis.call('GET', prefix .. 'ev:' .. event_id)
+    if body then events[#events + 1] = body end
   end
 end
 local n = #rows + #events
@@ -126,6 +95,48 @@ if n > 0 then
   redis.call('HSET', KEYS[3], entry, '{"d":[' .. table.concat(rows, ',') .. '],"e":['
              .. table.concat(events, ',') .. ']}')
   redis.call('HINCRBY', KEYS[4], 'history:backlog', n)
+end
+local scheduled = {}
+local function schedule(at, member)
+  scheduled[#scheduled + 1] = at
+  scheduled[#scheduled + 1] = member
+  if #scheduled >= 1000 then
+    redis.call('ZADD', due, unpack(scheduled))
+    scheduled = {}
+  end
+end
+for p, write in ipairs(plan) do
+  local i = 6 + 7 * (p - 1)
+  local kind, item, id, at = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
+  local key = prefix .. 'dl:' .. id
+  if kind == 'n' then
+    if write then
+      local event_id = string.match(item, '^f:([^|]*)') or ''
+      if at ~= '' then
+        redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
+        local body = redis.call('GET', prefix .. 'ev:' .. event_id)
+        if body then redis.call('HSET', key, 'body', body) end
+        redis.call('EXPIRE', key, ttl)
+        schedule(at, 'd:' .. id)
+      elseif not done[item] then
+        local trace = prefix .. 'fo:' .. event_id
+        redis.call('SADD', trace, id)
+        redis.call('EXPIRE', trace, ttl)
+      end
+    end
+  elseif write and at ~= '' then
+    redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
+    if item ~= '' then schedule(at, item) end
+  else
+    redis.call('DEL', key)
+    if item ~= '' then redis.call('ZREM', due, item) end
+  end
+end
+if #scheduled > 0 then redis.call('ZADD', due, unpack(scheduled)) end
+for _, member in ipairs(removed) do
+  redis.call('ZREM', due, member)
+  local event_id = string.match(member, '^f:([^|]*)')
+  if event_id then redis.call('DEL', prefix .. 'ev:' .. event_id, prefix .. 'fo:' .. event_id) end
 end
 return #rows
 """
