@@ -14,7 +14,8 @@ so in one WARNING when writes start failing and in one INFO when they resume, wi
 waiting. A database whose schema is behind is said once, in an ERROR line naming the command
 to run (``flask webhooks db upgrade``), and checked again every :data:`SCHEMA_RECHECK`
 seconds; nothing is written meanwhile. One worker at a time (a lock in Redis) runs retention,
-every :data:`MAINTAIN_EVERY` seconds.
+every :data:`MAINTAIN_EVERY` seconds. A worker stopping warmly writes what is waiting (up to
+:data:`FLUSH_SECONDS`) before it exits.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ IDLE_WAIT = 0.2
 #: Pauses between failed writes, doubling from the first to the last.
 FIRST_PAUSE, MAX_PAUSE = 0.5, 5.0
 SCHEMA_RECHECK = 30.0
+#: Seconds a stopping worker's writer goes on writing what is waiting.
+FLUSH_SECONDS = 5.0
 MAINTAIN_EVERY = 60.0
 
 
@@ -51,7 +54,7 @@ class HistoryWriter(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.store = store
         self.history = history
-        self.lease = float(max(settings.lease, 30))
+        self.lease = float(settings.lease)
         self.stopped = threading.Event()
         self.worker_name = name
         self._failing_since: float | None = None
@@ -69,15 +72,23 @@ class HistoryWriter(threading.Thread):
 
     def _run(self) -> None:
         while not self.stopped.is_set():
-            try:
-                wrote = self.step()
-            except REDIS_DOWN:  # the worker's client waits outages out; only when stopping
-                wrote = 0
-            except Exception:  # a bug must not end the thread: say it, pause, go on
-                log.exception("the history writer failed")
-                wrote = 0
-            if not wrote:
+            if not self._step_safely():
                 self.stopped.wait(self._pause if self._failing_since else IDLE_WAIT)
+        # a warm shutdown: what the last delivery job recorded is written before the process
+        # exits, as long as the database answers (else it waits in Redis for another worker)
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while time.monotonic() < deadline and self._failing_since is None:
+            if not self._step_safely():
+                break
+
+    def _step_safely(self) -> int:
+        try:
+            return self.step()
+        except REDIS_DOWN:  # the worker's client waits outages out; only when stopping
+            return 0
+        except Exception:  # a bug must not end the thread: say it, pause, go on
+            log.exception("the history writer failed")
+            return 0
 
     def step(self) -> int:
         """One claim and write; returns the entries written (0: none waiting, or it failed)."""
