@@ -79,11 +79,11 @@ class RedisImport:
     def run(self, plan: dict[str, list[str]], advance: Callable[[int], None]) -> Imported:
         started = now_ms()
         fanning_out = self._fanning_out()
+        for chunk in _chunks(plan["dl"]):  # first: pending ones copy their envelope
+            self._deliveries(chunk)
+            advance(len(chunk))
         for chunk in _chunks(plan["ev"]):
             self._events(chunk, started, fanning_out)
-            advance(len(chunk))
-        for chunk in _chunks(plan["dl"]):
-            self._deliveries(chunk)
             advance(len(chunk))
         for chunk in _chunks(plan["recent"]):
             self._samples(chunk)
