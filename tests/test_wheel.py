@@ -66,7 +66,7 @@ def identity(request):
     return {"token-u1": "u1"}.get(token) if scheme == "Token" else None
 
 
-app = Flask("platform")
+app = Flask("platform_app")  # its instance folder: beside this file
 app.config.update(WEBHOOKS_REDIS_URL=os.environ["REDIS_URL"], WEBHOOKS_ALLOW_PRIVATE_URLS=True,
                   WEBHOOKS_PUMP_LINGER=0.2)
 webhooks = ChatbotWebhooks(app, chatbots=Bots(), identity=identity)

@@ -34,10 +34,10 @@ def normalize_url(url: str) -> str:
 
 
 def default_url(instance_path: str) -> str:
-    """The embedded default: a SQLite file in the app's instance folder (made if missing)."""
-    folder = Path(instance_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / SQLITE_FILE}"
+    """The embedded default: a SQLite file in the app's instance folder (the folder is made
+    when the first connection opens, not before: an app that never reads its history leaves
+    no trace)."""
+    return f"sqlite:///{Path(instance_path) / SQLITE_FILE}"
 
 
 def make_engine(url: str, timeout: float) -> Engine:
@@ -48,6 +48,10 @@ def make_engine(url: str, timeout: float) -> Engine:
         options["connect_args"] = {"timeout": timeout}
         engine = create_engine(parsed, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if parsed.database and parsed.database != ":memory:":
+            folder = Path(parsed.database).parent
+            event.listen(engine, "do_connect",
+                         lambda *_args: folder.mkdir(parents=True, exist_ok=True))
         return engine
     if parsed.get_backend_name() == "postgresql":
         # libpq counts whole seconds (and at least 2)
