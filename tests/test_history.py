@@ -241,3 +241,34 @@ def test_postgres_urls_mean_psycopg_3() -> None:
     engine = make_engine("postgres://u@127.0.0.1/db", 1.0)
     assert engine.dialect.driver == "psycopg"
     engine.dispose()
+
+
+def test_backlog_entries_are_written_as_they_are_and_odd_ones_the_slow_way(
+    history: History,
+) -> None:
+    """What the writer hands over: the entries' JSON text (PostgreSQL reads it itself). The
+    same delivery in two entries keeps its newest state; an old attempt without an outcome
+    gets one; a purge removes an endpoint's history; an entry that is not JSON is left out
+    while the rest of the batch is written."""
+    import orjson
+
+    newer, older = delivery(1, status=FAILED, tries=2), delivery(1, status=PENDING, tries=1)
+    legacy = delivery(2, endpoint="wh_b")
+    legacy.attempts = [{"at": "2026-12-03T10:00:00.000Z", "status": 410, "error": None,
+                        "duration_ms": 2, "response": "x" * 300}]
+    event = envelope(7)
+    entries = [b'{"d":[' + newer.history_row() + b'],"e":[' + orjson.dumps(event) + b"]}",
+               b'{"d":[' + older.history_row() + b',' + legacy.history_row() + b'],"e":[]}']
+    assert history.write_entries(entries) == 3
+    history.write_entries(entries)  # twice: each row once
+    assert counts(history) == (1, 2, 3)
+    found = history.get_delivery(newer.id)
+    assert found is not None and found.status == FAILED and len(found.attempts) == 2
+    old = history.get_delivery(legacy.id)
+    assert old is not None and old.attempts[0]["outcome"] == "gone"
+    assert len(old.attempts[0]["response"]) == 256
+    assert history.get_event("evt_7") == event
+    history.write_entries([b'{"x":["wh_b"]}', b"not json", b'{"d":[' + delivery(3).history_row()
+                           + b'],"e":[]}'])
+    assert counts(history) == (1, 2, 3) and history.get_delivery(legacy.id) is None
+    assert history.get_delivery(delivery(3).id) is not None

@@ -129,24 +129,24 @@ def test_a_worker_killed_mid_batch_loses_nothing_from_the_backlog(
     state = get_state(app)
     first = Workers(redis_server.url, dict(app.config))
     second = Workers(redis_server.url, dict(app.config))
-    (victim,) = first.start(log=tmp_path / "first.log")
-    ids = [state.emit(owner.bots["quote"], "quote.created", {"n": "first"})]
-    wait_until(lambda: stored(app)[0] == 1)  # its writer works (and made today's partitions)
-    with psycopg.connect(database_url) as blocker:
-        blocker.execute(f'LOCK TABLE "{deliveries.name}" IN ACCESS EXCLUSIVE MODE')
-        try:
-            ids += [state.emit(owner.bots["quote"], "quote.created", {"n": n})
-                    for n in range(30)]
-            wait_until(lambda: len(receiver.received) == 31)
-            # the writer holds entries (leased: due later) and is stuck in its write
-            wait_until(lambda: state.store.redis.zcount(
-                state.store.backlog_key, int(time.time() * 1000), "+inf") > 0)
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait(10)
-        finally:
-            blocker.rollback()
-    assert stored(app)[0] == 1 and state.store.history_state()[0] > 0
     try:
+        (victim,) = first.start(log=tmp_path / "first.log")
+        ids = [state.emit(owner.bots["quote"], "quote.created", {"n": "first"})]
+        wait_until(lambda: stored(app)[0] == 1)  # its writer works (made today's partitions)
+        with psycopg.connect(database_url) as blocker:
+            blocker.execute(f'LOCK TABLE "{deliveries.name}" IN ACCESS EXCLUSIVE MODE')
+            try:
+                ids += [state.emit(owner.bots["quote"], "quote.created", {"n": n})
+                        for n in range(30)]
+                wait_until(lambda: len(receiver.received) == 31)
+                # the writer holds entries (leased: due later) and is stuck in its write
+                wait_until(lambda: state.store.redis.zcount(
+                    state.store.backlog_key, int(time.time() * 1000), "+inf") > 0)
+                os.kill(victim.pid, signal.SIGKILL)
+                victim.wait(10)
+            finally:
+                blocker.rollback()
+        assert stored(app)[0] == 1 and state.store.history_state()[0] > 0
         second.start(log=tmp_path / "second.log")
         wait_until(lambda: stored(app) == (31, 31, 31, True), timeout=30)
         assert state.store.history_state()[0] == 0

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
@@ -43,7 +44,7 @@ def default_url(instance_path: str) -> str:
 def make_engine(url: str, timeout: float) -> Engine:
     """An engine for ``url`` whose connections give up after about ``timeout`` seconds."""
     parsed = make_url(normalize_url(url))
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         options["connect_args"] = {"timeout": timeout}
         engine = create_engine(parsed, **options)
@@ -54,8 +55,13 @@ def make_engine(url: str, timeout: float) -> Engine:
                          lambda *_args: folder.mkdir(parents=True, exist_ok=True))
         return engine
     if parsed.get_backend_name() == "postgresql":
-        # libpq counts whole seconds (and at least 2)
-        options["connect_args"] = {"connect_timeout": max(2, math.ceil(timeout))}
+        # libpq counts whole seconds (and at least 2). Statements are prepared from their
+        # second use and keep one generic plan: with a partition per day, planning a page's
+        # query (pruning included) costs more than running it, so a plan made per execution
+        # would be most of a page's time; a generic plan prunes when it runs instead.
+        options["connect_args"] = {"connect_timeout": max(2, math.ceil(timeout)),
+                                   "prepare_threshold": 1,
+                                   "options": "-c plan_cache_mode=force_generic_plan"}
         options["pool_recycle"] = 1800
     return create_engine(parsed, **options)
 
@@ -75,8 +81,10 @@ def is_postgresql(engine: Engine) -> bool:
 #: What a read or write meets when the database is away or refuses: the driver's operational
 #: errors (connection refused or lost, a server shutting down, timeouts, locks), a connection
 #: that broke, no connection free in the pool.
+#: (The writer's PostgreSQL paths use the driver's cursor, so psycopg's own errors count too.)
 DB_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout,
-                                        HistoryUnavailable)
+                                        HistoryUnavailable, psycopg.OperationalError,
+                                        psycopg.InterfaceError)
 
 
 def describe(error: BaseException) -> str:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Select, and_, bindparam, func, select, tuple_
+from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, func, select, tuple_
 from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import Unavailable
 from ..events import utc_iso
@@ -40,6 +40,9 @@ UNREADABLE = ("The delivery history cannot be read right now (its database canno
 BEHIND = "The delivery history is being upgraded; try again shortly."
 
 _D = deliveries.c
+#: The cursor's row, looked up inside a page's query.
+_C = deliveries.alias("cursor").c
+T = TypeVar("T")
 HOUR_MS = 3_600_000
 
 
@@ -59,17 +62,24 @@ class HistoryReads(HistoryBase):
 
     _checked = False
 
-    @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """A connection for reads; the database away (or not upgraded) is ``Unavailable``.
-        The schema's revision is checked once per process: a database behind says so in one
-        log line with the command to run."""
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a connection; the database away (or not upgraded) is
+        ``Unavailable``. A pooled connection the database closed meanwhile (a restart, a
+        failover) costs one more try on a fresh one, not an error: no ping before each read
+        (a round trip of its own). The schema's revision is checked once per process: a
+        database behind says so in one log line with the command to run."""
         try:
             if not self._checked:
                 check(self.engine)
                 self._checked = True
-            with self.engine.connect() as connection:
-                yield connection
+            for again in (True, False):
+                try:
+                    with self.engine.connect() as connection:
+                        return work(connection)
+                except DBAPIError as exc:
+                    if not (again and exc.connection_invalidated):
+                        raise
+            raise AssertionError("unreachable")
         except SchemaBehind as exc:
             log.error("%s", exc)
             raise Unavailable(BEHIND) from None
@@ -86,9 +96,8 @@ class HistoryReads(HistoryBase):
         """One page of an endpoint's log; ``KeyError`` for a cursor that is none of its
         deliveries."""
         query = select(deliveries).where(_D.endpoint_id == endpoint_id)
-        with self.reading() as connection:
-            return self._page(connection, query, limit, starting_after,
-                              lambda row: row.endpoint_id == endpoint_id)
+        return self._read(lambda connection: self._page(
+            connection, query, limit, starting_after, [_C.endpoint_id == endpoint_id]))
 
     def bot_log(self, chatbot_id: str, endpoint_ids: Sequence[str], *, limit: int,
                 starting_after: str | None = None, status: str | None = None,
@@ -99,26 +108,28 @@ class HistoryReads(HistoryBase):
             if starting_after:
                 raise KeyError(starting_after)
             return [], False
-        wanted = set(endpoint_ids)
-        query = select(deliveries).where(_D.chatbot_id == chatbot_id,
-                                         _D.endpoint_id.in_(sorted(wanted)))
+        wanted = sorted(set(endpoint_ids))
+        query = select(deliveries).where(_D.chatbot_id == chatbot_id, _D.endpoint_id.in_(wanted))
         if status is not None:
             query = query.where(_D.status == status)
-        with self.reading() as connection:
-            return self._page(connection, query, limit, starting_after,
-                              lambda row: row.endpoint_id in wanted)
+        return self._read(lambda connection: self._page(
+            connection, query, limit, starting_after,
+            [_C.chatbot_id == chatbot_id, _C.endpoint_id.in_(wanted)]))
 
     def _page(self, connection: Connection, query: Select[Any], limit: int,
-              starting_after: str | None, belongs: Any) -> tuple[list[Delivery], bool]:
+              starting_after: str | None, belongs: list[Any]) -> tuple[list[Delivery], bool]:
+        """A keyset page. The cursor's time is looked up inside the page's query, one round
+        trip for both; only a page that comes back empty asks whether its cursor is known."""
         query = query.where(_D.created_ms >= self.cutoff_ms(self.now_ms()))
         if starting_after:
-            cursor = self._row(connection, starting_after)
-            if cursor is None or not belongs(cursor):
-                raise KeyError(starting_after)
-            query = query.where(tuple_(_D.created_ms, _D.id) < tuple_(cursor.created_ms,
-                                                                      cursor.id))
+            at = select(_C.created_ms).where(_C.id == starting_after, *belongs).limit(1)
+            query = query.where(tuple_(_D.created_ms, _D.id) < tuple_(at.scalar_subquery(),
+                                                                      starting_after))
         rows = connection.execute(
             query.order_by(_D.created_ms.desc(), _D.id.desc()).limit(limit + 1)).all()
+        if starting_after and not rows and connection.execute(
+                select(_C.id).where(_C.id == starting_after, *belongs)).first() is None:
+            raise KeyError(starting_after)
         return self._with_attempts(connection, rows[:limit]), len(rows) > limit
 
     def _row(self, connection: Connection, delivery_id: str) -> Row[Any] | None:
@@ -131,10 +142,13 @@ class HistoryReads(HistoryBase):
         times = [row.created_ms for row in rows]
         found: dict[str, list[dict[str, Any]]] = {row.id: [] for row in rows}
         a = attempts.c
+        # PostgreSQL: one array parameter, so the statement is the same whatever the page's
+        # size (prepared once); SQLite: one parameter per id
+        ids = (a.delivery_id == any_(bindparam("ids", type_=ARRAY(String))) if self.postgresql
+               else a.delivery_id.in_(bindparam("ids", expanding=True)))
         for one in connection.execute(
-                select(attempts).where(a.delivery_id.in_(bindparam("ids", expanding=True)),
-                                       and_(a.created_ms >= min(times),
-                                            a.created_ms <= max(times)))
+                select(attempts).where(ids, and_(a.created_ms >= min(times),
+                                                 a.created_ms <= max(times)))
                 .order_by(a.delivery_id, a.n), {"ids": list(found)}):
             if one.delivery_id in found:
                 found[one.delivery_id].append({
@@ -145,18 +159,19 @@ class HistoryReads(HistoryBase):
 
     # -- one ---------------------------------------------------------------------------------
     def get_delivery(self, delivery_id: str) -> Delivery | None:
-        with self.reading() as connection:
+        def work(connection: Connection) -> Delivery | None:
             row = self._row(connection, delivery_id)
             if row is None or row.created_ms < self.cutoff_ms(self.now_ms()):
                 return None
             return self._with_attempts(connection, [row])[0]
 
+        return self._read(work)
+
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         """The envelope of a stored event (None: unknown, or past the log age)."""
         e = events.c
-        with self.reading() as connection:
-            payload = connection.execute(select(e.payload).where(
-                e.id == event_id, e.created_ms >= self.cutoff_ms(self.now_ms()))).scalar()
+        payload = self._read(lambda connection: connection.execute(select(e.payload).where(
+            e.id == event_id, e.created_ms >= self.cutoff_ms(self.now_ms()))).scalar())
         return orjson.loads(payload) if payload else None
 
     def recent_events(self, chatbot_ids: Sequence[str], event: str, limit: int
@@ -167,12 +182,15 @@ class HistoryReads(HistoryBase):
         e = events.c
         cutoff = self.cutoff_ms(self.now_ms())
         found: list[tuple[int, bytes]] = []
-        with self.reading() as connection:
+
+        def work(connection: Connection) -> None:
             for chatbot_id in sorted(set(chatbot_ids)):  # one index range each
                 found.extend(connection.execute(
                     select(e.created_ms, e.payload)
                     .where(e.chatbot_id == chatbot_id, e.event == event, e.created_ms >= cutoff)
                     .order_by(e.created_ms.desc()).limit(limit)).all())
+
+        self._read(work)
         found.sort(key=lambda pair: pair[0], reverse=True)
         return [orjson.loads(payload) for _, payload in found[:limit]]
 
@@ -181,14 +199,12 @@ class HistoryReads(HistoryBase):
         status in one aggregate query down the endpoint's index."""
         first = now_ms // HOUR_MS - (hours - 1)
         hour = _D.created_ms // HOUR_MS
-        counts: dict[tuple[int, str], int] = {}
-        with self.reading() as connection:
-            for at, status, count in connection.execute(
-                    select(hour, _D.status, func.count()).where(
-                        _D.endpoint_id == endpoint_id,
-                        _D.created_ms >= max(first * HOUR_MS, self.cutoff_ms(now_ms)))
-                    .group_by(hour, _D.status)):
-                counts[(int(at), status)] = int(count)
+        found = self._read(lambda connection: connection.execute(
+            select(hour, _D.status, func.count()).where(
+                _D.endpoint_id == endpoint_id,
+                _D.created_ms >= max(first * HOUR_MS, self.cutoff_ms(now_ms)))
+            .group_by(hour, _D.status)).all())
+        counts = {(int(at), status): int(count) for at, status, count in found}
         return [Hour(h * HOUR_MS, counts.get((h, SUCCEEDED), 0), counts.get((h, FAILED), 0),
                      counts.get((h, PENDING), 0)) for h in range(first, first + hours)]
 

@@ -30,7 +30,6 @@ from ..store.clients import REDIS_DOWN, place
 from . import History
 from .database import DB_DOWN, describe
 from .migrate import SchemaBehind, check
-from .rows import HistoryBatch
 
 log = logging.getLogger("chatbot_webhooks.history")
 
@@ -98,17 +97,9 @@ class HistoryWriter(threading.Thread):
         entries = self.store.claim_history(ENTRIES_PER_WRITE, self.lease)
         if not entries:
             return 0
-        batch = HistoryBatch()
-        for entry, payload in entries:
-            try:
-                if payload:
-                    batch.add_entry(payload)
-            except ValueError as exc:  # never written by us; kept out of the way, said once
-                log.error("history backlog entry %s is not JSON (%s); it is dropped", entry,
-                          exc)
         ids = [entry for entry, _ in entries]
         try:
-            rows = self.history.write(batch)
+            rows = self.history.write_entries([payload for _, payload in entries])
         except DB_DOWN as exc:
             self._failed(exc)
             self.store.retry_history(ids, self._pause)
