@@ -100,6 +100,7 @@ def main() -> None:
         run("emit", lambda: {key: statistics.median(values) for key, values in _transpose(
             [scenarios.emit_cost(bench) for _ in range(3)]).items()})
         run("api", lambda: scenarios.api(bench))
+        run("emit_http", lambda: scenarios.emit_http(bench))
         run("memory", lambda: scenarios.webhook_memory(bench))
         run("log_page", lambda: history.log_page(bench, args.history_rows))
         run("retention", lambda: history.retention(bench, args.history_rows))
