@@ -33,6 +33,7 @@ Key layout (``p`` is the configured prefix)::
                                    claimed entry's score is pushed to the end of its lease)
     p history:data          hash   entry -> its rows (JSON), see store.backlog
     p history:written       string ms of the last successful history write
+    p history:maintenance   string the worker running retention this minute (a lock)
     p key:{name}            string a key every process shares (the portal's signing key)
     p used:{token}          string a portal link that was opened (for the link's lifetime)
     p mark:{digest}         string "show this session the webhook's new secret once"
