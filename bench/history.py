@@ -1,4 +1,4 @@
-"""(11) The history database: what it costs to keep history in PostgreSQL instead of Redis.
+"""(12) The history database: what it costs to keep history in PostgreSQL instead of Redis.
 
 - Redis memory per delivered 1 KB event once its history is written (from the throughput
   scenario: Redis after the backlog is drained, against Redis before the backlog was stored).
@@ -277,18 +277,18 @@ def memory_and_bytes(run: dict[str, Any]) -> dict[str, float]:
 
 
 def rows(results: dict[str, Any], row: Any) -> list[Any]:
-    """The (11) rows of the report (``row``: report.Row)."""
+    """The (12) rows of the report (``row``: report.Row)."""
     out: list[Any] = []
     median = statistics.median
     if results.get("throughput") and "memory_written" in results["throughput"][0]:
         figures = [memory_and_bytes(run) for run in results["throughput"]]
         per = median(f["redis_per_event"] for f in figures)
-        out.append(row("(11) Redis memory per delivered 1 KB event, history written",
+        out.append(row("(12) Redis memory per delivered 1 KB event, history written",
                        f"{per:,.0f} B", "(was 1,435 B + 1,391 B per logged delivery)",
                        "<= 64 B", per <= 64))
         if "db_events" in figures[0] and "log_page" in results:
             page = results["log_page"]
-            out.append(row("(11) PostgreSQL bytes per event / delivery / attempt",
+            out.append(row("(12) PostgreSQL bytes per event / delivery / attempt",
                            f"{median(f['db_events'] for f in figures):,.0f} B / "
                            f"{page['bytes_per_delivery']:,.0f} B / "
                            f"{page['bytes_per_attempt']:,.0f} B",
@@ -297,10 +297,10 @@ def rows(results: dict[str, Any], row: Any) -> list[Any]:
                            "(info)", None))
     if results.get("fanout") and "memory_written" in results["fanout"][0]:
         per = median(memory_and_bytes(run)["redis_per_delivery"] for run in results["fanout"])
-        out.append(row("(11) Redis memory per delivery of the fan-out, history written",
+        out.append(row("(12) Redis memory per delivery of the fan-out, history written",
                        f"{per:,.0f} B", "", "(info)", None))
-    for key, label in (("throughput", "(11) throughput (2), history written to PostgreSQL"),
-                       ("fanout", "(11) fan-out (2), history written to PostgreSQL")):
+    for key, label in (("throughput", "(12) throughput (2), history written to PostgreSQL"),
+                       ("fanout", "(12) fan-out (2), history written to PostgreSQL")):
         paused = results.get(f"{key}_paused")
         if not paused or key not in results:
             continue
@@ -321,13 +321,13 @@ def rows(results: dict[str, Any], row: Any) -> list[Any]:
     if "log_page" in results:
         page = results["log_page"]
         first = page["webhook_deep"]
-        out.append(row(f"(11) log page (50 rows) with {page['rows']:,} deliveries, p99",
+        out.append(row(f"(12) log page (50 rows) with {page['rows']:,} deliveries, p99",
                        f"{first['p99']:.1f} ms", f"p50 {first['p50']:.1f} ms; a bot's log p99 "
                        f"{page['bot']['p99']:.1f} ms, failed only {page['bot_failed']['p99']:.1f}"
                        " ms", "<= 20 ms", first["p99"] <= 20))
     if "retention" in results:
         kept = results["retention"]
-        out.append(row(f"(11) retention: drop a day of {kept['rows']:,} deliveries + attempts",
+        out.append(row(f"(12) retention: drop a day of {kept['rows']:,} deliveries + attempts",
                        f"{kept['drop_s'] * 1000:,.0f} ms",
                        f"writes meanwhile waited at most {kept['write_ms_during_max'] or 0:,.0f}"
                        f" ms (p50 before {kept['write_ms_before_p50'] or 0:,.1f} ms)", "< 1 s",

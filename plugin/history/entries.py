@@ -7,10 +7,10 @@ quote is escaped, and no row or attempt has a key ``e``), so the writer joins th
 entries into one JSON array and the envelopes into another without parsing either; anything
 else (a purge, ``{"x":[ids]}``) is small and parsed.
 
-Why: the writer runs in a worker process, whose delivery threads share one interpreter; every
-microsecond it spends per row in Python is taken from deliveries. Here its work per batch is
-one round trip carrying the entries' text: PostgreSQL parses them (in C, on its own core) and
-inserts, upserts and sorts in the same statements the Python path would run (see
+Why: the writer runs in a worker process, whose sender thread and job share one interpreter
+with it; every microsecond it spends per row in Python is taken from deliveries. Here its work
+per batch is one round trip carrying the entries' text: PostgreSQL parses them (in C, on its
+own core) and inserts, upserts and sorts in the same statements the Python path would run (see
 :mod:`.writes` for the rules: unique keys, a delivery only replaced by one with as many
 attempts or more, rows in key order, days past the log age left out). The deliveries are read
 as ``jsonb``, by position (:data:`~chatbot_webhooks.records.HISTORY_ROW`). The events are
