@@ -12,8 +12,9 @@ from collections import Counter
 
 from ..config import Settings
 from ..outbound.sender import Outcome
-from ..records import Delivery, Endpoint
+from ..records import Endpoint
 from ..store import Store
+from ..store.deliveries import RecordArgs
 from .engine import Dispatcher
 from .work import Work, _Event
 
@@ -34,8 +35,7 @@ class LoopState:
     failed_early: list[tuple[Work, Outcome]]
     later_due: dict[str, float]
     later_done: list[str]
-    later_store: dict[str, list[Delivery]]
-    later_store_due: dict[str, int]
+    later_records: list[RecordArgs]
     _endpoints: dict[str, Endpoint]
     #: Per bot: the version its endpoints were read at, and those endpoints.
     _bots: dict[str, tuple[int, list[Endpoint]]]

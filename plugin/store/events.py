@@ -1,11 +1,15 @@
-"""Events in Redis: the stored envelope (it expires with the delivery log) and the newest
-events of each type of a bot (Zapier's samples).
+"""Events in Redis while they are live: the envelope as emitted, from ``emit`` until its
+fan-out is done (then it goes to the history with the fan-out's last results, see
+:mod:`.deliveries`; a pending delivery keeps its own copy). It expires after the log age in
+any case, so an event no worker ever fanned out does not stay for ever.
+
+``emit`` stores an event in one script call that also numbers it within its ordering key and
+checks its idempotency key (see :data:`_ADD_EVENT`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,43 +20,37 @@ from ..events import envelope_prefix
 from ..records import fan_out_item, now_ms, text
 from .keys import StoreKeys, _run
 
-# KEYS: event, recent list, due, doorbell, metrics, sequence counter, idempotency key.
-# ARGV: envelope (open for its sequence when ARGV[7] is set: see events.envelope_prefix), ttl,
-# recent samples to keep (0: no sample), fan-out member ('': none), now, counter field ('': not
-# counted), '1' when the event has an ordering key, the counter's ttl, the emit's fingerprint
-# ('': no idempotency key), the event id, the idempotency ttl.
+# KEYS: event, due, doorbell, metrics, sequence counter, idempotency key. ARGV: envelope (open
+# for its sequence when ARGV[6] is set: see events.envelope_prefix), ttl, fan-out member ('':
+# none), now, counter field ('': not counted), '1' when the event has an ordering key, the
+# counter's ttl, the emit's fingerprint ('': no idempotency key), the event id, the
+# idempotency ttl.
 # An emit whose idempotency key was used before stores nothing and returns what the first one
 # left ("{event id}|{fingerprint}|{sequence}"); else the event gets the next sequence of its
 # key (same step, so concurrent emits of one key are numbered in the order Redis runs them), is
-# stored, kept as a recent sample, made due for fan-out, rings the doorbell (see Store.ring)
-# and is counted; it returns its sequence (0 without a key).
+# stored, made due for fan-out, rings the doorbell (see Store.ring) and is counted; it returns
+# its sequence (0 without a key).
 _ADD_EVENT = """
-if ARGV[9] ~= '' then
-  local seen = redis.call('GET', KEYS[7])
+if ARGV[8] ~= '' then
+  local seen = redis.call('GET', KEYS[6])
   if seen then return seen end
 end
 local body = ARGV[1]
 local seq = 0
-if ARGV[7] ~= '' then
-  seq = redis.call('INCR', KEYS[6])
-  redis.call('EXPIRE', KEYS[6], ARGV[8])
+if ARGV[6] ~= '' then
+  seq = redis.call('INCR', KEYS[5])
+  redis.call('EXPIRE', KEYS[5], ARGV[7])
   body = body .. ',"sequence":' .. seq .. '}'
 end
 redis.call('SET', KEYS[1], body, 'EX', ARGV[2])
-local keep = tonumber(ARGV[3])
-if keep > 0 then
-  redis.call('LPUSH', KEYS[2], body)
-  redis.call('LTRIM', KEYS[2], 0, keep - 1)
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  redis.call('LPUSH', KEYS[3], '1')
+  redis.call('LTRIM', KEYS[3], 0, 15)
 end
-if ARGV[4] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, 15)
-end
-if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[6], 1) end
-if ARGV[9] ~= '' then
-  redis.call('SET', KEYS[7], ARGV[10] .. '|' .. ARGV[9] .. '|' .. seq, 'EX', ARGV[11])
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
+if ARGV[8] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[9] .. '|' .. ARGV[8] .. '|' .. seq, 'EX', ARGV[10])
 end
 return seq
 """
@@ -100,15 +98,14 @@ class EventStore(StoreKeys):
         *,
         ttl: int,
         owner: str = "",
-        recent: int = 25,
         fan_out: bool = True,
         count: str = "",
         sequence_ttl: int = 0,
         idempotency: Idempotency | None = None,
         pipe: Pipeline | None = None,
     ) -> int | Replayed | None:
-        """Queue an event: stored, remembered as a recent sample, and due for fan-out now;
-        ``count`` is the counter field it adds 1 to ('' none, see ``tally.emitted_field``).
+        """Queue an event: stored, and due for fan-out now; ``count`` is the counter field it
+        adds 1 to ('' none, see ``tally.emitted_field``).
 
         An event with an ``ordering_key`` gets its ``sequence`` here, in the same step
         (``sequence_ttl``: how long the key's counter outlives its last event); with
@@ -124,16 +121,15 @@ class EventStore(StoreKeys):
         ordering_key = event.get("ordering_key")
         if ordering_key is not None:
             body = envelope_prefix(body)
+        event_key = self.event_key(event["id"])
         sequence_key = self.sequence_key(chatbot_id, ordering_key) if ordering_key else ""
         idem_key = self.idempotency_key(chatbot_id, idempotency.key) if idempotency else ""
         # one script call instead of seven commands: emit's cost is mostly per command
         _run(self._add_event,
-             [self.event_key(event["id"]), self.recent_key(chatbot_id, event["event"]),
-              self.due_key, self.doorbell_key, self.metrics_key,
-              sequence_key or self.event_key(event["id"]),
-              idem_key or self.event_key(event["id"])],
-             [body, ttl, max(recent, 0), fan_out_item(event["id"], owner) if fan_out else "",
-              now_ms(), count, "1" if ordering_key is not None else "", max(sequence_ttl, 1),
+             [event_key, self.due_key, self.doorbell_key, self.metrics_key,
+              sequence_key or event_key, idem_key or event_key],
+             [body, ttl, fan_out_item(event["id"], owner) if fan_out else "", now_ms(), count,
+              "1" if ordering_key is not None else "", max(sequence_ttl, 1),
               idempotency.fingerprint if idempotency else "", event["id"],
               idempotency.ttl if idempotency else 0], target)
         if pipe is None:
@@ -141,15 +137,6 @@ class EventStore(StoreKeys):
         return None
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """A live event (one whose fan-out is not done yet)."""
         raw = self.redis.get(self.event_key(event_id))
         return cast(dict[str, Any], json.loads(raw)) if raw else None
-
-    def get_events(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        if not event_ids:
-            return {}
-        raws = self.redis.mget([self.event_key(e) for e in event_ids])
-        return {eid: json.loads(raw) for eid, raw in zip(event_ids, raws, strict=True) if raw}
-
-    def recent_events(self, chatbot_id: str, event: str, limit: int) -> list[dict[str, Any]]:
-        raws = self.redis.lrange(self.recent_key(chatbot_id, event), 0, limit - 1)
-        return [json.loads(raw) for raw in raws]
