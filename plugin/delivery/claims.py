@@ -25,7 +25,8 @@ from ..records import (
     now_ms,
     parse_fan_out_item,
 )
-from ..signing import SignatureError, secret_key
+from ..signing import SignatureError, SigningKey, signing_key
+from .filters import Filter, FilterInvalid
 from .loop_state import LoopState
 from .work import _GONE, Work, _Event
 
@@ -127,6 +128,10 @@ class Claiming(LoopState):
                         continue
                     if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
                         continue
+                    if endpoint.filter and not self._filter_of(endpoint).matches(loaded.data):
+                        if not again:  # counted once, not again after a lost lease
+                            self.filtered[loaded.name] += 1
+                        continue
                     deliveries.append(Delivery(
                         id=delivery_id_for(event_id, endpoint.id), event_id=event_id,
                         event=loaded.name, endpoint_id=endpoint.id,
@@ -174,7 +179,21 @@ class Claiming(LoopState):
         work.host = _host_of(endpoint.url)
         ready.append(work)
 
-    def _signing_keys(self, endpoint: Endpoint) -> list[bytes]:
+    def _filter_of(self, endpoint: Endpoint) -> Filter:
+        """The endpoint's filter, compiled once per read of the bot's endpoints. A stored
+        filter was checked when it was saved; should one still fail to compile, the endpoint
+        gets every event rather than a crash of every job that claims one."""
+        compiled = self._filters.get(endpoint.id)
+        if compiled is None:
+            try:
+                compiled = Filter(endpoint.filter)
+            except FilterInvalid as exc:
+                log.error("endpoint %s has an unusable filter, ignored: %s", endpoint.id, exc)
+                compiled = Filter({})
+            self._filters[endpoint.id] = compiled
+        return compiled
+
+    def _signing_keys(self, endpoint: Endpoint) -> list[SigningKey]:
         cached = self._keys.get(endpoint.id)
         wall = time.time()
         if cached is None or wall >= cached[1]:
@@ -182,7 +201,7 @@ class Claiming(LoopState):
             until = (endpoint.previous_secret_until
                      if endpoint.previous_secret and wall < endpoint.previous_secret_until
                      else float("inf"))
-            cached = ([secret_key(s) for s in endpoint.secrets_now(wall)], until)
+            cached = ([signing_key(s) for s in endpoint.secrets_now(wall)], until)
             self._keys[endpoint.id] = cached
         return cached[0]
 
@@ -210,10 +229,12 @@ class Claiming(LoopState):
             for endpoint in cached[1] if cached else []:
                 self._endpoints.pop(endpoint.id, None)
                 self._keys.pop(endpoint.id, None)
+                self._filters.pop(endpoint.id, None)
             endpoints = self.store.endpoints_of(chatbot_id)
             for endpoint in endpoints:
                 self._endpoints[endpoint.id] = endpoint
                 self._keys.pop(endpoint.id, None)
+                self._filters.pop(endpoint.id, None)
             self._bots[chatbot_id] = (version, endpoints)
 
     def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:

@@ -157,6 +157,8 @@ class Engine:
                 continue
             try:
                 headers = signed_headers(work.keys, work.delivery.event_id, work.body)
+                if work.endpoint.headers:  # the owner's own (their names cannot clash)
+                    headers = {**work.endpoint.headers, **headers}
                 outcome = sender.post(work.endpoint.url, work.body, headers)
             except Exception as exc:  # a bug must not lose the delivery: record and retry
                 log.exception("delivery attempt crashed")

@@ -13,8 +13,10 @@ from collections import Counter
 from ..config import Settings
 from ..outbound.sender import Outcome
 from ..records import Delivery, Endpoint
+from ..signing import SigningKey
 from ..store import Store
 from .engine import Dispatcher
+from .filters import Filter
 from .work import Work, _Event
 
 
@@ -36,8 +38,12 @@ class LoopState:
     later_done: list[str]
     later_store: dict[str, list[Delivery]]
     later_store_due: dict[str, int]
+    #: Deliveries webhooks' filters dropped, by event name, counted with the next batch.
+    filtered: Counter[str]
     _endpoints: dict[str, Endpoint]
     #: Per bot: the version its endpoints were read at, and those endpoints.
     _bots: dict[str, tuple[int, list[Endpoint]]]
     _events: dict[str, _Event]
-    _keys: dict[str, tuple[list[bytes], float]]
+    _keys: dict[str, tuple[list[SigningKey], float]]
+    #: Per endpoint with a filter: the compiled filter.
+    _filters: dict[str, Filter]

@@ -49,9 +49,11 @@ from typing import Any
 from ..events import new_id
 from ..outbound.sender import Outcome
 from ..records import Delivery, Endpoint, now_ms
+from ..signing import SigningKey
 from .claims import Claiming
 from .engine import Engine
 from .enqueue import enqueue_pump
+from .filters import Filter
 from .results import Recording
 from .work import Work, _Event
 
@@ -104,7 +106,10 @@ class Pump(Claiming, Recording):
         self._endpoints: dict[str, Endpoint] = {}
         self._bots: dict[str, tuple[int, list[Endpoint]]] = {}
         self._events: dict[str, _Event] = {}
-        self._keys: dict[str, tuple[list[bytes], float]] = {}
+        self._keys: dict[str, tuple[list[SigningKey], float]] = {}
+        self._filters: dict[str, Filter] = {}
+        #: Deliveries webhooks' filters dropped since the last batch, by event name.
+        self.filtered: Counter[str] = Counter()
         self.attempted = 0
 
     # -- the loop ----------------------------------------------------------------------------

@@ -86,6 +86,9 @@ class Recording(LoopState):
         settings = self.settings
         pipe = self.store.redis.pipeline(transaction=False)
         tally = Tally()
+        if self.filtered:
+            tally.filtered(self.filtered)
+            self.filtered = Counter()
         #: WARNING lines, written once the batch is recorded (what they say is then stored)
         warnings: list[Callable[[], None]] = []
         counted: list[tuple[int, Endpoint]] = []
