@@ -64,9 +64,10 @@ def test_a_filter_lets_through_exactly_the_events_it_should_and_counts_the_rest(
     everything = add_hook(client, alice, "quote", receiver.url("/all"), name="all")
     workers.start()
     state = get_state(app)
-    cases = [({"total": 250, "currency": "EUR"}, True), ({"total": 99.5, "currency": "EUR"}, False),
-             ({"total": 100, "currency": "USD"}, True), ({"total": 500, "currency": "GBP"}, False),
-             ({"currency": "EUR"}, False), ({"total": "1000", "currency": "EUR"}, False)]
+    cases: list[tuple[dict[str, Any], bool]] = [
+        ({"total": 250, "currency": "EUR"}, True), ({"total": 99.5, "currency": "EUR"}, False),
+        ({"total": 100, "currency": "USD"}, True), ({"total": 500, "currency": "GBP"}, False),
+        ({"currency": "EUR"}, False), ({"total": "1000", "currency": "EUR"}, False)]
     ids = {state.emit(alice.bots["quote"], "quote.created", data): passes
            for data, passes in cases}
     wanted = {event_id for event_id, passes in ids.items() if passes}
