@@ -87,6 +87,13 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
             out.append(Row(label, f"{reg:,.0f} req/s",
                            f"{ratio:.0%} of bare route {bare:,.0f} req/s", target,
                            ratio >= 0.5 if mode == "platform" else None))
+    if "emit_http" in results:
+        emit_http = results["emit_http"]
+        ratio = emit_http["emit"] / emit_http["bare"]
+        out.append(Row("(6) POST chatbots/<id>/events (emit over HTTP, runnable host)",
+                       f"{emit_http['emit']:,.0f} req/s",
+                       f"{ratio:.0%} of bare route {emit_http['bare']:,.0f} req/s; counted "
+                       "against WEBHOOKS_RATE_LIMIT_EMIT", "(info)", None))
     out.extend(_memory_rows(results))
     out.extend(_naive_rows(results, cores))
     out.extend(_scaling_rows(results, cores))

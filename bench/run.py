@@ -89,6 +89,7 @@ def main() -> None:
         run("emit", lambda: {key: statistics.median(values) for key, values in _transpose(
             [scenarios.emit_cost(bench) for _ in range(3)]).items()})
         run("api", lambda: scenarios.api(bench))
+        run("emit_http", lambda: scenarios.emit_http(bench))
         run("memory", lambda: scenarios.webhook_memory(bench))
         run("scaling", lambda: [scenarios.scaling(bench, count)
                                 for count in scenarios.SCALING_WORKERS])

@@ -535,6 +535,28 @@ def api(bench: Bench, seconds: float = 5.0, connections: int = 4, threads: int =
     return out
 
 
+#: The platform key of the emit-over-HTTP scenario.
+EMIT_KEY = "bench-platform-key"
+
+
+def emit_http(bench: Bench, seconds: float = 5.0, connections: int = 4, threads: int = 4
+              ) -> dict[str, float]:
+    """The platform's emit route over HTTP in the runnable host (platform key, bot read from
+    Redis, the per-chatbot emit limit counted but set out of reach: one more script call per
+    request since issue 22) against the bare route, same server and load generator as
+    :func:`api`. No worker runs: the events wait in Redis."""
+    settings = bench.settings(WEBHOOKS_PLATFORM_KEY=EMIT_KEY,
+                              WEBHOOKS_RATE_LIMIT_EMIT=API_WRITES_LIMIT)
+    state = get_state(bench.app(settings))
+    bot = add_bot(state, "bot-emit-http")
+    add_hook(state, bot, bench.receiver.url("/fast/emit-http"))
+    body = json.dumps({"event": EVENT, "data": {"n": "{n}", "total": 5}})
+    return _api_server(bench, settings, "host", {
+        "bare": ("/bench/bare", ""),
+        "emit": (f"/api/v1.0/chatbots/{bot.id}/events", f"Bearer {EMIT_KEY}"),
+    }, body, seconds, connections, threads)
+
+
 def _api_server(bench: Bench, settings: dict[str, str], mode: str,
                 runs: dict[str, tuple[str, str]], body: str, seconds: float, connections: int,
                 threads: int) -> dict[str, float]:

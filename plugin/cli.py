@@ -14,28 +14,40 @@ from typing import Any
 
 import click
 from flask.cli import AppGroup
+from redis.exceptions import RedisError
 
 from . import events as catalogue
 from .errors import Unavailable
 from .host import Chatbot
 from .state import UnknownChatbot, WebhooksState, get_state
-from .store.clients import REDIS_DOWN, describe
-
-#: What a command meets when Redis is away: the driver's errors, or emit's Unavailable.
-_REDIS_AWAY: tuple[type[Exception], ...] = (Unavailable, *REDIS_DOWN)
+from .store.clients import outage_of, refuses_writes
 
 
 class WebhooksGroup(AppGroup):
-    """Commands that say in one line that Redis cannot be reached, instead of a traceback
-    (``status`` has its own wording and exit code)."""
+    """Commands that say in one line that Redis cannot be reached or refuses writes, instead
+    of a traceback (``status`` has its own wording and exit code)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except _REDIS_AWAY as error:
-            raise click.ClickException(
-                f"Redis cannot be reached ({describe(error)}); nothing was changed. Check "
-                "WEBHOOKS_REDIS_URL / REDIS_URL and try again.") from None
+        except Unavailable as error:  # emit's
+            cause = error.__cause__
+            raise click.ClickException(_redis_away(cause if isinstance(cause, RedisError)
+                                                   else None)) from None
+        except RedisError as error:
+            if outage_of(error) is None:
+                raise
+            raise click.ClickException(_redis_away(error)) from None
+
+
+def _redis_away(error: RedisError | None) -> str:
+    """One line for an outage met by a command."""
+    word = outage_of(error) if error is not None else None
+    if error is not None and refuses_writes(error):
+        return (f"Redis refuses writes ({word}); nothing was changed. Fix Redis (its log says "
+                "why) and try again.")
+    return (f"Redis cannot be reached ({word or 'unreachable'}); nothing was changed. Check "
+            "WEBHOOKS_REDIS_URL / REDIS_URL and try again.")
 
 
 webhooks_cli = WebhooksGroup("webhooks", help="Chatbot webhooks: bots, keys, events, workers.")
@@ -148,8 +160,6 @@ def worker(burst: bool) -> None:
 def status(as_json: bool) -> None:
     """Show the fleet: live workers, backlog, lag, disabled webhooks, attempts by outcome.
     Exits 1 when no worker is alive (usable as a check)."""
-    from redis.exceptions import RedisError
-
     from .ops.fleet import read_fleet
 
     try:

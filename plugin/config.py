@@ -111,6 +111,11 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "120/minute",
         "Creates, changes and deletes of webhooks and Zapier subscriptions by one owner.",
     ),
+    "WEBHOOKS_RATE_LIMIT_EMIT": (
+        "1200/minute",
+        "Events the platform may post to the emit route for one chatbot (429 above; "
+        "`emit()` in Python is not limited).",
+    ),
     "WEBHOOKS_RATE_LIMIT_AUTH_FAILURES": (
         "60/minute",
         "Failed authentications (401) from one client address; past it every authenticated "
@@ -218,6 +223,7 @@ class Settings:
     rate_limit_test: str
     rate_limit_redeliver: str
     rate_limit_writes: str
+    rate_limit_emit: str
     rate_limit_auth_failures: str
     trusted_proxies: int
     portal_prefix: str
@@ -278,6 +284,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "rate_limit_test": parse_rate_limit,
     "rate_limit_redeliver": parse_rate_limit,
     "rate_limit_writes": parse_rate_limit,
+    "rate_limit_emit": parse_rate_limit,
     "rate_limit_auth_failures": parse_rate_limit,
 }
 

@@ -101,7 +101,7 @@ class ChatbotWebhooks:
             limits=RateLimits(
                 conn, settings.key_prefix, test=settings.rate_limit_test,
                 redeliver=settings.rate_limit_redeliver, writes=settings.rate_limit_writes,
-                auth_failures=settings.rate_limit_auth_failures,
+                emit=settings.rate_limit_emit, auth_failures=settings.rate_limit_auth_failures,
                 trusted_proxies=settings.trusted_proxies),
         )
         app.extensions[EXTENSION_KEY] = state
@@ -111,7 +111,7 @@ class ChatbotWebhooks:
         if settings.health_routes:
             app.register_blueprint(make_blueprint(state.health))
         if settings.metrics:
-            register_metrics(app, store, settings)
+            register_metrics(app, store, settings, state.limits)
         if settings.portal_prefix:
             state.portal = register_portal(app, state)
         app.cli.add_command(webhooks_cli)

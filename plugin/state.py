@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
+from redis.exceptions import RedisError
 from rq import Queue
 
 from . import events as catalogue
@@ -24,7 +25,7 @@ from .host import CallerIdentity, Chatbot, ChatbotDirectory, RedisApiKeys, Redis
 from .ops.readiness import readiness
 from .records import PENDING, Delivery, Endpoint, now_ms
 from .store import Store
-from .store.clients import REDIS_DOWN
+from .store.clients import outage_of
 from .store.tally import emitted_field
 
 if TYPE_CHECKING:
@@ -97,15 +98,18 @@ class WebhooksState:
         Raises :class:`UnknownChatbot`, :class:`~chatbot_webhooks.events.EventNotAllowed` (a
         ``ValueError``), ``TypeError`` for data that is not a JSON object, or
         :class:`~chatbot_webhooks.errors.Unavailable` while Redis cannot be reached (within
-        about ``WEBHOOKS_REDIS_TIMEOUT``; the event is then most likely not queued: emit it
-        again later). Costs the caller one pipelined Redis round trip (two when a delivery job
-        has to be started).
+        about ``WEBHOOKS_REDIS_TIMEOUT``) or refuses writes (out of memory, MISCONF,
+        READONLY); the event is then most likely not queued: emit it again later. Costs the
+        caller one pipelined Redis round trip (two when a delivery job has to be started).
         """
         try:
             return self._emit(chatbot_id, event, data, conversation_id)
-        except REDIS_DOWN as exc:
-            raise Unavailable("Redis is unavailable: the event was not queued; emit it again "
-                              "later.") from exc
+        except RedisError as exc:
+            word = outage_of(exc)
+            if word is None:
+                raise
+            raise Unavailable(f"Redis is unavailable ({word}): the event was not queued; emit "
+                              "it again later.") from exc
 
     def _emit(self, chatbot_id: str, event: str, data: dict[str, Any],
               conversation_id: str | None) -> str:
@@ -137,9 +141,10 @@ class WebhooksState:
         return str(envelope["id"])
 
     def health(self) -> tuple[dict[str, Any], int]:
-        """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING
-        within ``WEBHOOKS_REDIS_TIMEOUT``, else the same keys with 503 (see
-        :func:`chatbot_webhooks.ops.readiness.readiness`). A Flask view may return it as it is."""
+        """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING and
+        takes a write within ``WEBHOOKS_REDIS_TIMEOUT``, else the same keys with 503 and the
+        cause (see :func:`chatbot_webhooks.ops.readiness.readiness`). A Flask view may return
+        it as it is."""
         return readiness(self.store)
 
     def send_test(self, bot: Chatbot, endpoint: Endpoint) -> Delivery:

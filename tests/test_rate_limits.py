@@ -42,6 +42,7 @@ def test_the_defaults_are_the_issues() -> None:
     assert DEFAULTS["WEBHOOKS_RATE_LIMIT_REDELIVER"][0] == "30/minute"
     assert DEFAULTS["WEBHOOKS_RATE_LIMIT_WRITES"][0] == "120/minute"
     assert DEFAULTS["WEBHOOKS_RATE_LIMIT_AUTH_FAILURES"][0] == "60/minute"
+    assert DEFAULTS["WEBHOOKS_RATE_LIMIT_EMIT"][0] == "1200/minute"
     assert DEFAULTS["WEBHOOKS_TRUSTED_PROXIES"][0] == 0
 
 
@@ -181,11 +182,12 @@ def test_failed_authentication_blocks_the_address(make_app: Callable[..., Flask]
     assert_429(guesser.get(HOOKS.format(alice.bots["quote"])))  # no key at all
     assert snapshot(redis) == before
     assert other.get(me, headers=alice.headers).status_code == 200
-    # the platform's emit route is not limited
+    # the platform's emit route too (issue 22): even the platform's own key is not answered
     emitted = guesser.post(f"/api/v1.0/chatbots/{alice.bots['quote']}/events",
                            headers={"Authorization": "Bearer platform-secret-key"},
                            json={"event": "quote.created", "data": {}})
-    assert emitted.status_code == 202
+    assert_429(emitted)
+    assert snapshot(redis) == before
 
 
 @pytest.mark.parametrize("proxies,forwarded_apart", [(0, False), (1, True)])
@@ -234,3 +236,98 @@ def test_redis_errors_are_not_swallowed(make_app: Callable[..., Flask]) -> None:
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert response.get_json()["code"] == 503
+
+
+# -- issue 22: the emit route, address spellings, the emit budget ---------------------------------
+
+PLATFORM = {"Authorization": "Bearer platform-secret-key"}
+
+
+def emit_url(owner: Owner, bot: str = "quote") -> str:
+    return f"/api/v1.0/chatbots/{owner.bots[bot]}/events"
+
+
+def test_the_emit_route_counts_wrong_keys_and_blocks_like_every_route(
+    make_app: Callable[..., Flask], redis: Redis,
+) -> None:
+    app = limited_app(make_app, WEBHOOKS_RATE_LIMIT_AUTH_FAILURES="3/minute",
+                      WEBHOOKS_PLATFORM_KEY="platform-secret-key")
+    alice = Owner(app, "alice")
+    event = {"event": "quote.created", "data": {}}
+    guesser = from_address(app.test_client(), "10.3.3.3")
+    wrong = assert_error(guesser.post(emit_url(alice), json=event,
+                                      headers={"Authorization": "Bearer guess-1"}), 401)
+    # an owner's key is answered exactly like a wrong one: owner keys cannot be told apart
+    owners = guesser.post(emit_url(alice), json=event, headers=alice.headers)
+    assert (owners.status_code, owners.get_json()) == (401, wrong)
+    assert_error(guesser.post(emit_url(alice), json=event), 401)  # no key: counted too
+    before = snapshot(redis)
+    assert_429(guesser.post(emit_url(alice), json=event, headers=PLATFORM))  # even the right key
+    assert_429(guesser.get(f"{Z}/me", headers=alice.headers))  # one count for every route
+    assert snapshot(redis) == before  # no event stored
+    # an address blocked elsewhere is blocked on the emit route too
+    elsewhere = from_address(app.test_client(), "10.4.4.4")
+    for _ in range(3):
+        assert_error(elsewhere.get(f"{Z}/me", headers={"X-API-Key": "whk_wrong"}), 401)
+    assert_429(elsewhere.post(emit_url(alice), json=event, headers=PLATFORM))
+    platform = from_address(app.test_client(), "10.5.5.5")
+    assert platform.post(emit_url(alice), json=event, headers=PLATFORM).status_code == 202
+
+
+@pytest.mark.parametrize("blocked,same", [
+    ("2001:db8:1::1", "2001:DB8:1:0:0:0:0:1"),    # another spelling of one address
+    ("2001:db8:1::1", "2001:db8:1:0:ffff:ffff:ffff:fffe"),  # the same /64
+    ("192.0.2.1", "::ffff:192.0.2.1"),            # IPv4-mapped
+    ("::ffff:192.0.2.1", "192.0.2.1"),
+    ("192.0.2.1", "[::ffff:c000:201]"),           # mapped, in hex, in brackets
+])
+def test_failed_logins_count_per_address_not_per_spelling(
+    make_app: Callable[..., Flask], blocked: str, same: str,
+) -> None:
+    app = limited_app(make_app, WEBHOOKS_RATE_LIMIT_AUTH_FAILURES="3/minute")
+    alice = Owner(app, "alice")
+    me = f"{Z}/me"
+    for _ in range(3):
+        assert_error(from_address(app.test_client(), blocked).get(
+            me, headers={"X-API-Key": "whk_wrong"}), 401)
+    assert_429(from_address(app.test_client(), same).get(me, headers=alice.headers))
+    for elsewhere in ("2001:db8:2::1", "192.0.2.2"):  # another /64, another IPv4 address
+        assert from_address(app.test_client(), elsewhere).get(
+            me, headers=alice.headers).status_code == 200
+
+
+def test_ipv6_guesses_from_one_64_are_blocked_together(
+    make_app: Callable[..., Flask], redis: Redis,
+) -> None:
+    """A different address of one /64 for every guess: one bucket, blocked at the limit."""
+    app = limited_app(make_app, WEBHOOKS_RATE_LIMIT_AUTH_FAILURES="5/minute")
+    Owner(app, "alice")
+    for n in range(5):
+        assert_error(from_address(app.test_client(), f"2001:db8:7:7::{n + 1:x}").get(
+            f"{Z}/me", headers={"X-API-Key": "whk_wrong"}), 401)
+    assert_429(from_address(app.test_client(), "2001:db8:7:7:abcd::1").get(
+        f"{Z}/me", headers={"X-API-Key": "whk_wrong"}))
+    assert list(counts(redis).values()) == [5]  # one bucket
+
+
+def test_the_emit_route_is_limited_per_chatbot(make_app: Callable[..., Flask], redis: Redis
+                                               ) -> None:
+    app = limited_app(make_app, WEBHOOKS_RATE_LIMIT_EMIT="3/minute",
+                      WEBHOOKS_PLATFORM_KEY="platform-secret-key")
+    alice = Owner(app, "alice")
+    client = app.test_client()
+    event = {"event": "quote.created", "data": {"total": 1}}
+    for _ in range(3):
+        assert client.post(emit_url(alice), json=event, headers=PLATFORM).status_code == 202
+    before = snapshot(redis)
+    body = assert_429(client.post(emit_url(alice), json=event, headers=PLATFORM))
+    assert "events for this chatbot: at most 3 per minute" in body["message"]
+    assert_429(client.post(emit_url(alice), data="{broken", content_type="application/json",
+                           headers=PLATFORM))  # counted before the body is read
+    assert snapshot(redis) == before  # nothing stored
+    other = {"event": "datapoint.created", "data": {}}
+    assert client.post(emit_url(alice, "data"), json=other, headers=PLATFORM
+                       ).status_code == 202  # per chatbot
+    # emit() in Python, the platform's own call, is not limited
+    from chatbot_webhooks import get_state
+    assert get_state(app).emit(alice.bots["quote"], "quote.created", {"n": 4})

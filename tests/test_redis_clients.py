@@ -1,6 +1,7 @@
-"""The worker's Redis client against real redis-servers: READONLY after a failover and a
-refused connection are waited out with one WARNING and one INFO; a stale connection is
-retried without a word."""
+"""The worker's Redis client against real redis-servers: READONLY after a failover, a refused
+connection, and a Redis refusing writes (out of memory, MISCONF) are waited out with one
+WARNING and one INFO; a stale connection is retried without a word; any other error is raised
+at once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from chatbot_webhooks.store.clients import OutageLog, RideOut, worker_client
 from redis import Redis
 
-from tests.redis_server import RedisServer
+from tests.conftest import wait_until
+from tests.redis_server import RedisServer, refusing_writes
 
 LOGGER = "chatbot_webhooks.redis_clients"
 
@@ -102,3 +104,48 @@ def test_a_stopping_worker_gives_up_on_redis_after_the_grace(
     with pytest.raises(ConnectionError):
         client.ping()
     client.close()
+
+
+@pytest.mark.parametrize("kind,word", [("oom", "out of memory"), ("misconf", "refusing writes")])
+def test_a_redis_refusing_writes_is_waited_out_with_one_warning_naming_why(
+    two_servers: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture,
+    kind: str, word: str,
+) -> None:
+    """Out of memory (maxmemory under noeviction) and MISCONF (a failed snapshot), made with
+    CONFIG SET: a write waits until Redis takes writes again, reads go on meanwhile."""
+    server, _ = two_servers
+    client = worker_client(Redis(port=server.port), RideOut(OutageLog()))
+    client.set("before", "1")
+    caplog.set_level(logging.INFO, LOGGER)
+    wrote = threading.Event()
+    def write() -> None:
+        client.set("key", "value")
+        wrote.set()
+
+    writer = threading.Thread(target=write)
+    with refusing_writes(server, kind):  # leaving the block lets writes in
+        writer.start()
+        wait_until(lambda: outage_lines(caplog))  # the writer is refused and says so
+        assert client.get("before") == b"1"  # reads still work
+        assert not wrote.is_set()
+    writer.join(10)
+    assert wrote.is_set()
+    client.connection_pool.disconnect()  # two connections: the writer's and the reader's
+    logged = outage_lines(caplog)
+    assert [level for level, _ in logged] == [logging.WARNING, logging.INFO], logged
+    assert f"({word}:" in logged[0][1]
+
+
+def test_an_error_that_is_no_outage_is_raised_at_once(
+    two_servers: tuple[RedisServer, RedisServer], caplog: pytest.LogCaptureFixture,
+) -> None:
+    from redis.exceptions import ResponseError
+
+    server, _ = two_servers
+    client = worker_client(Redis(port=server.port), RideOut(OutageLog()))
+    client.set("text", "1")
+    caplog.set_level(logging.INFO, LOGGER)
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        client.lpush("text", "x")
+    client.connection_pool.disconnect()
+    assert outage_lines(caplog) == []

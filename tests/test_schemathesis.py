@@ -75,6 +75,9 @@ def host(make_app: Any) -> Iterator[Host]:
     app = make_app(**FAST, WEBHOOKS_RATE_LIMIT_TEST="100000/minute",
                    WEBHOOKS_RATE_LIMIT_REDELIVER="100000/minute",
                    WEBHOOKS_RATE_LIMIT_WRITES="100000/minute",
+                   WEBHOOKS_RATE_LIMIT_EMIT="100000/minute",
+                   # the owner's key on the emit route is a 401, counted for this address
+                   WEBHOOKS_RATE_LIMIT_AUTH_FAILURES="100000/minute",
                    WEBHOOKS_PLATFORM_KEY="platform-secret-key")
     served = Host(app)
     yield served

@@ -7,6 +7,7 @@ from typing import Any
 from chatbot_webhooks import events as catalogue
 from chatbot_webhooks.api import register_blueprint
 from chatbot_webhooks.api.auth import caller, require_owner
+from chatbot_webhooks.api.headers import no_store
 from chatbot_webhooks.api.openapi import may_answer
 from chatbot_webhooks.api.parsing import PluginBlueprint as Blueprint
 from chatbot_webhooks.api.rate_limits import limited
@@ -119,6 +120,7 @@ def make_blueprint() -> Blueprint:
                     "chatbot_id": sub.chatbot_id, "created_at": sub.created_at}
             if created:
                 view["secret"] = sub.secret
+                no_store()
             return view, (201 if created else 200)
 
     @blp.route("/zapier/hooks/<string:subscription_id>")

@@ -12,6 +12,7 @@ from typing import Any, cast
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
+from redis.exceptions import RedisError
 from werkzeug.exceptions import (
     HTTPException,
     RequestEntityTooLarge,
@@ -21,8 +22,9 @@ from werkzeug.exceptions import (
 
 from ..config import Settings
 from ..errors import Unavailable, WebhookError, error_body
-from ..store.clients import REDIS_DOWN
+from ..store.clients import outage_of, refuses_writes
 from . import deliveries, docs, events, registration, webhooks
+from .headers import add_nosniff
 from .openapi import ErrorResponses
 
 API_CONFIG_PREFIX = "WEBHOOKS_"
@@ -69,12 +71,23 @@ def handle_webhook_error(error: WebhookError) -> ResponseReturnValue:
     return error_body(error.status, name, error.message, error.errors), error.status, headers
 
 
-def handle_redis_down(error: Exception) -> ResponseReturnValue:
+def unavailable(error: RedisError) -> Unavailable:
+    """The 503 of a Redis outage (``error`` is one, see :func:`outage_of`), in words that do
+    not show Redis' address."""
+    why = ("its database is refusing changes" if refuses_writes(error)
+           else "its database cannot be reached")
+    return Unavailable(f"The webhook service is temporarily unavailable ({why}); nothing was "
+                       "changed. Try again shortly.")
+
+
+def handle_redis_error(error: RedisError) -> ResponseReturnValue:
     """Any Redis outage in any plugin view (or before it: API keys live in Redis) is a 503
-    with ``Retry-After``, never a 500; the message does not show Redis' address."""
-    return handle_webhook_error(Unavailable(
-        "The webhook service is temporarily unavailable (its database cannot be reached); "
-        "nothing was changed. Try again shortly."))
+    with ``Retry-After``, never a 500: Redis gone, timing out or loading, and a Redis that
+    answers but refuses writes (out of memory, MISCONF, READONLY). Any other Redis error is
+    a bug and stays one (Flask's 500)."""
+    if outage_of(error) is None:
+        raise error
+    return handle_webhook_error(unavailable(error))
 
 
 def register_api(app: Flask, settings: Settings) -> PluginApi:
@@ -109,6 +122,7 @@ def register_api(app: Flask, settings: Settings) -> PluginApi:
         register_blueprint(api, blp, settings)
     keep_slashes(app, api._make_doc_blueprint_name())  # /api/openapi.json, /api/docs
     _scope_routing_errors(app, (settings.url_prefix, "/api/"))
+    add_nosniff(app, (settings.url_prefix, "/api/"))
     return api
 
 
@@ -120,8 +134,7 @@ def register_blueprint(api: PluginApi, blp: Blueprint, settings: Settings) -> No
     for code in default_exceptions:
         blp.register_error_handler(code, handle_http_exception)
     blp.register_error_handler(WebhookError, handle_webhook_error)
-    for redis_error in REDIS_DOWN:
-        blp.register_error_handler(redis_error, handle_redis_down)
+    blp.register_error_handler(RedisError, handle_redis_error)
     limit = settings.max_body_bytes
 
     @blp.before_request

@@ -37,7 +37,12 @@ def _unauthenticated_message(state: WebhooksState) -> str:
 
 
 def require_platform(blp: Blueprint) -> Blueprint:
-    """Make every route of ``blp`` need ``WEBHOOKS_PLATFORM_KEY`` (404 while it is unset)."""
+    """Make every route of ``blp`` need ``WEBHOOKS_PLATFORM_KEY`` (404 while it is unset).
+
+    The same failed-authentication limit as every other route: an address past it gets 429
+    whatever it sends, and each wrong key counts. Any key but the platform's, an owner's
+    included, is the same 401: telling them apart would let a guesser learn which keys are
+    owners' (and the owner's key is never looked up here)."""
 
     @blp.before_request
     def _authenticate() -> None:
@@ -45,10 +50,10 @@ def require_platform(blp: Blueprint) -> Blueprint:
         platform_key = state.settings.platform_key
         if not platform_key:
             abort(404, message="Emitting over HTTP is off (WEBHOOKS_PLATFORM_KEY unset).")
+        state.limits.refuse_blocked_address(request)
         key = presented_key(request)
         if key is None or not keys_equal(key, platform_key):
-            if state.identify(request):
-                abort(403, message="Only the platform may emit events; an owner's key cannot.")
+            state.limits.count_auth_failure(request)
             abort(401, message="Send 'Authorization: Bearer <platform key>'.")
 
     return blp

@@ -2,12 +2,15 @@
 
 Only the platform may call it, with ``Authorization: Bearer <WEBHOOKS_PLATFORM_KEY>``; the route
 answers 404 while that setting is empty, so a default install exposes no way to forge events.
+Each chatbot may get ``WEBHOOKS_RATE_LIMIT_EMIT`` events over it (counted before the body is
+read, like every limit), so a platform stuck in a loop cannot fill Redis.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 
 from ..errors import Invalid, NotFound
@@ -15,7 +18,13 @@ from ..events import EventNotAllowed
 from ..state import UnknownChatbot, get_state
 from .auth import require_platform
 from .parsing import PluginBlueprint as Blueprint
+from .rate_limits import limited
 from .schemas import EventAccepted, EventIn
+
+
+def _chatbot() -> str:
+    """Whose events the emit limit counts: the chatbot in the path."""
+    return str((request.view_args or {}).get("chatbot_id", ""))
 
 
 def make_blueprint() -> Blueprint:
@@ -24,6 +33,7 @@ def make_blueprint() -> Blueprint:
 
     @blp.route("/chatbots/<string:chatbot_id>/events")
     class Events(MethodView):
+        @limited("emit", _chatbot)
         @blp.arguments(EventIn())
         @blp.response(202, EventAccepted)
         @blp.doc(security=[{"bearerAuth": []}])

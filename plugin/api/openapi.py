@@ -34,7 +34,7 @@ ERROR_COMPONENT: dict[str, Any] = {
 WHEN: dict[int, str] = {
     400: "The body is not valid JSON.",
     401: "No or unknown key.",
-    403: "The chatbot's type cannot have webhooks (or an owner's key on the platform route).",
+    403: "The chatbot's type cannot have webhooks.",
     404: "Unknown chatbot (or another owner's), webhook or delivery.",
     409: "A duplicate name, or too many webhooks or subscriptions for the chatbot.",
     410: "The event has expired.",
@@ -42,7 +42,8 @@ WHEN: dict[int, str] = {
     415: "A body that is not application/json.",
     422: "The request is not valid; see errors.",
     429: "Too many requests (WEBHOOKS_RATE_LIMIT_*); retry after Retry-After seconds.",
-    503: "Redis is unavailable; retry after Retry-After seconds.",
+    503: "Redis is unavailable or refuses writes; nothing was changed; retry after "
+         "Retry-After seconds.",
 }
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.",
@@ -56,7 +57,8 @@ _HEADERS: dict[int, dict[str, Any]] = {
 #: Every plugin route may answer these: bodies are checked on every route (any method), and
 #: Redis may be away for any of them.
 ALWAYS = (413, 415, 503)
-#: Owner routes (not the platform's emit route, which is not rate limited).
+#: Owner routes, and the platform's emit route (limited per chatbot, and per address for
+#: wrong keys like every route).
 OWNER = (401, 429)
 
 
@@ -91,8 +93,10 @@ class ErrorResponses(BasePlugin):
             codes = set(ALWAYS)
             platform = operation.get("security") == [{"bearerAuth": []}] and \
                 "/events" in (path or "")
-            codes.update((401, 403, 404) if platform else OWNER)
-            if "{chatbot_id}" in (path or "") or "{unique_id}" in (path or ""):
+            codes.update(OWNER)
+            if platform:
+                codes.add(404)  # the route is off while WEBHOOKS_PLATFORM_KEY is unset
+            elif "{chatbot_id}" in (path or "") or "{unique_id}" in (path or ""):
                 codes.update((403, 404))
             if "{webhook_id}" in (path or ""):
                 codes.add(404)

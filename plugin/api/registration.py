@@ -18,6 +18,7 @@ from ..errors import NotFound
 from ..records import Endpoint
 from ..state import WebhooksState
 from .auth import eligible_bot, require_owner
+from .headers import no_store
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
 from .rate_limits import limited
@@ -54,6 +55,7 @@ def make_blueprint() -> Blueprint:
             state, bot = eligible_bot(unique_id)
             done = endpoints.register_default(state.store, state.settings, bot, body["url"])
             if done.created:
+                no_store()
                 return jsonify({"message": ADDED, "webhook_id": done.webhook_id,
                                 "url": done.url, "secret": done.secret}), 201
             return jsonify({"chatbot_id": UPDATED, "webhook_id": done.webhook_id,

@@ -8,6 +8,7 @@ from flask.views import MethodView
 
 from ..control import endpoints
 from .auth import eligible_bot, require_owner
+from .headers import no_store
 from .openapi import may_answer
 from .parsing import PluginBlueprint as Blueprint
 from .rate_limits import limited
@@ -43,6 +44,7 @@ def make_blueprint() -> Blueprint:
             """Create a webhook. The response is the only time its secret is shown."""
             state, bot = eligible_bot(chatbot_id)
             webhook = endpoints.create_webhook(state.store, state.settings, bot, **body)
+            no_store()
             return present_webhook(webhook, with_secret=True)
 
     @blp.route("/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>")
@@ -87,6 +89,7 @@ def make_blueprint() -> Blueprint:
             rotated = endpoints.rotate_secret(state.store, state.settings, bot, webhook,
                                               (body or {}).get("secret"),
                                               (body or {}).get("signature_scheme"))
+            no_store()
             return present_webhook(rotated, with_secret=True)
 
     @blp.route("/chatbots/<string:chatbot_id>/webhooks/<string:webhook_id>/test")

@@ -14,7 +14,7 @@ from functools import partial
 
 from redis.client import Pipeline
 
-from ..events import utc_iso
+from ..events import new_id, utc_iso
 from ..outbound.sender import Outcome
 from ..records import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, now_ms
 from ..store.tally import Tally
@@ -91,7 +91,8 @@ class Recording(LoopState):
             self.filtered = Counter()
         #: WARNING lines, written once the batch is recorded (what they say is then stored)
         warnings: list[Callable[[], None]] = []
-        counted: list[tuple[int, Endpoint]] = []
+        #: endpoints of deliveries that failed every retry (counted once, with the batch)
+        counted: list[Endpoint] = []
         gone: list[Endpoint] = []
         new, self.later_store = self.later_store, {}
         new_due, self.later_store_due = self.later_store_due, {}
@@ -149,8 +150,7 @@ class Recording(LoopState):
                 self._store_result(pipe, work, FAILED, new, new_due, finished)
                 warnings.append(partial(attempt_failed, work, outcome, label, settings))
                 if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
-                    self.store.count_failure(pipe, endpoint)
-                    counted.append((len(pipe), endpoint))
+                    counted.append(endpoint)
         # A member both done and deferred (one item handled twice, e.g. claimed again after
         # its lease ended while this job still held it) stays due: a deferral is always safe
         # (a claim finds what is finished), a removal that wins over one may lose work.
@@ -167,18 +167,19 @@ class Recording(LoopState):
             pipe.zrem(self.store.due_key, *finished)
         if due_at:
             self.store.defer(pipe, due_at)
-        if tally and settings.metrics_counting:
-            self.store.add_counts(pipe, tally)
+        counts = tally if tally and settings.metrics_counting else None
+        position = (self.store.count_batch(pipe, self.pump_id, new_id("batch"), counts, counted)
+                    if counts or counted else -1)
         self.store.refresh_pump(pipe, self.pump_id, settings.lease)
         results = pipe.execute()
         for warn in warnings:
             warn()
-        for position, endpoint in counted:
-            failures = int(results[position - 1])
-            if failures >= settings.disable_after and endpoint.active:
-                self._deactivate(endpoint, (
-                    f"Deactivated on {utc_iso()} after {failures} deliveries in a row failed "
-                    "every retry. Re-enable it with PATCH {\"active\": true}."))
+        for endpoint, failures in zip(counted, results[position] if counted else [],
+                                      strict=True):
+            if int(failures) >= settings.disable_after and endpoint.active and \
+                    self._deactivate(endpoint, (
+                        f"Deactivated on {utc_iso()} after {failures} deliveries in a row "
+                        "failed every retry. Re-enable it with PATCH {\"active\": true}.")):
                 deactivated(endpoint, f"{failures} deliveries in a row failed every retry",
                             failures=failures)
         for endpoint in gone:
@@ -207,7 +208,8 @@ class Recording(LoopState):
         self.store.save_delivery(pipe, delivery, item=work.item,
                                  due_ms=due if status == PENDING else None)
 
-    def _deactivate(self, endpoint: Endpoint, reason: str) -> None:
+    def _deactivate(self, endpoint: Endpoint, reason: str) -> bool:
+        """Deactivate ``endpoint`` unless it was deleted meanwhile (then False)."""
         endpoint.active = False
         endpoint.disabled_reason = reason
-        self.store.deactivate(endpoint, reason, utc_iso())
+        return self.store.deactivate(endpoint, reason, utc_iso())

@@ -8,7 +8,9 @@ starts a delivery job when work is due and fewer jobs run than there are workers
 
 Why it never dies of Redis: the process talks to Redis through a client whose calls wait out an
 outage (:func:`chatbot_webhooks.store.clients.worker_client`), so neither a delivery job, nor
-the ticker, nor RQ's own loop (dequeue, heartbeats, ``register_death``) sees the error; the
+the ticker, nor RQ's own loop (dequeue, heartbeats, ``register_death``) sees the error: Redis
+gone, and Redis refusing writes (out of memory under ``noeviction``, MISCONF after a failed
+snapshot), which would otherwise make RQ's own heartbeat fail and the worker quit. The
 outage is logged once when it starts and once when it ends. A job cut off meanwhile leaves its
 claims to their leases, as when a worker is killed.
 
@@ -32,13 +34,14 @@ from types import FrameType
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from ..config import Settings
 from ..events import new_id
 from ..store import Store
-from ..store.clients import REDIS_DOWN, OutageLog, RideOut, place, worker_client
+from ..store.clients import OutageLog, RideOut, outage_of, place, worker_client
 from . import pump
 from .enqueue import LEGACY_PUMP_JOBS, enqueue_pump
 from .jobs import close_engines, use_worker_settings
@@ -79,14 +82,15 @@ class Ticker(threading.Thread):
             while not self.stopped.wait(TICK_SECONDS):
                 try:
                     self.tick()  # waits while Redis is away (the worker's client)
-                except REDIS_DOWN:  # only once the worker is stopping: nothing left to beat
-                    pass
-                except Exception:
-                    log.exception("webhooks ticker failed")
+                except Exception as exc:
+                    # an outage gets here only once the worker is stopping: nothing to beat
+                    if not (isinstance(exc, RedisError) and outage_of(exc)):
+                        log.exception("webhooks ticker failed")
             try:
                 self.store.forget_worker(self.worker_name)
-            except REDIS_DOWN:  # the heartbeat runs out by itself
-                pass
+            except RedisError as exc:  # in an outage the heartbeat runs out by itself
+                if outage_of(exc) is None:
+                    raise
 
 
 class DeliveryJob(Job):
@@ -170,8 +174,8 @@ def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None
             # the ticker starts jobs for them. RQ's scheduler is a forked child that a
             # SIGKILLed worker would leave orphaned, still heartbeating into Redis.
             worker.work(burst=burst)
-    except REDIS_DOWN as exc:
-        if not pump.stop_claiming.is_set():
+    except RedisError as exc:
+        if outage_of(exc) is None or not pump.stop_claiming.is_set():
             raise
         # asked to stop while Redis was away: what this worker held returns with its leases
         log.warning("worker %s stopped while Redis was unavailable (%s); unrecorded "

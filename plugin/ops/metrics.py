@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from typing import Protocol
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Request, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -22,9 +23,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
+from werkzeug.http import HTTP_STATUS_CODES
 
 from ..config import Settings
-from ..errors import error_body
+from ..errors import WebhookError, error_body
 from ..store import Store
 from .fleet import read_fleet
 
@@ -84,29 +86,53 @@ class FleetCollector(Collector):
             yield GaugeMetricFamily(f"{PREFIX}{name}", doc, value=value)
 
 
-def register_metrics(app: Flask, store: Store, settings: Settings) -> None:
+class FailedLogins(Protocol):
+    """The failed-authentication limit of the app (its ``RateLimits``), handed in by the
+    extension: a wrong metrics token counts like a wrong API key, and a blocked address gets
+    429 here too (raising the limit's ``WebhookError``)."""
+
+    def refuse_blocked_address(self, request: Request) -> None: ...
+
+    def count_auth_failure(self, request: Request) -> None: ...
+
+
+def register_metrics(app: Flask, store: Store, settings: Settings,
+                     failed_logins: FailedLogins) -> None:
     """Serve the metrics at ``WEBHOOKS_METRICS_PATH`` (when ``WEBHOOKS_METRICS`` is on)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(store))
-    expected = f"Bearer {settings.metrics_token}".encode()
+    expected = settings.metrics_token.encode()
 
     def metrics() -> Response:
-        if settings.metrics_token:
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return _error(401, "Unauthorized", "This route needs the metrics token: "
-                              "Authorization: Bearer <WEBHOOKS_METRICS_TOKEN>.",
-                              {"WWW-Authenticate": 'Bearer realm="metrics"'})
         try:
+            if settings.metrics_token:
+                failed_logins.refuse_blocked_address(request)
+                if not hmac.compare_digest(_bearer(request), expected):
+                    failed_logins.count_auth_failure(request)
+                    return _error(401, "Unauthorized", "This route needs the metrics token: "
+                                  "Authorization: Bearer <WEBHOOKS_METRICS_TOKEN>.",
+                                  {"WWW-Authenticate": 'Bearer realm="metrics"'})
             body = generate_latest(registry)
+        except WebhookError as refused:  # the address is blocked (429)
+            retry_after = getattr(refused, "retry_after", RETRY_AFTER)
+            return _error(refused.status, HTTP_STATUS_CODES.get(refused.status, "Error"),
+                          refused.message, {"Retry-After": str(retry_after)})
         except RedisError:
             return _error(503, "Service Unavailable",
                           "Redis cannot be reached: the fleet's figures cannot be read.",
                           {"Retry-After": str(RETRY_AFTER)})
-        return Response(body, content_type=CONTENT_TYPE_LATEST)
+        return Response(body, content_type=CONTENT_TYPE_LATEST,
+                        headers={"X-Content-Type-Options": "nosniff"})
 
     app.add_url_rule(settings.metrics_path, endpoint="chatbot_webhooks_metrics",
                      view_func=metrics, methods=["GET"])
+
+
+def _bearer(request: Request) -> bytes:
+    """The credentials of ``Authorization: Bearer <token>``; the scheme in any case (RFC 9110
+    makes it case-insensitive), b"" for anything else."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    return token.strip().encode() if scheme.lower() == "bearer" else b""
 
 
 def _error(code: int, name: str, message: str, headers: dict[str, str]) -> Response:
@@ -114,4 +140,5 @@ def _error(code: int, name: str, message: str, headers: dict[str, str]) -> Respo
     response = jsonify(error_body(code, name, message))
     response.status_code = code
     response.headers.update(headers)
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response

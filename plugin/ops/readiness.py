@@ -7,18 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from ..store import Store
-from ..store.clients import REDIS_DOWN, describe
+from ..store.clients import outage_of
 
 
 def readiness(store: Store) -> tuple[dict[str, Any], int]:
     """``({"status": "ok", "redis": "ok", "workers": N}, 200)`` when Redis answers a PING
     within the client's timeout, N being the worker processes with a fresh heartbeat; else
     ``({"status": "unavailable", "redis": WORD, "workers": None}, 503)`` with WORD one of
-    ``unreachable``, ``timeout``, ``loading``, ``readonly``. No worker alive is still ready:
-    events are queued and delivered once a worker runs (the status command says so)."""
+    ``unreachable``, ``timeout``, ``loading``, ``readonly``, ``out of memory`` and
+    ``refusing writes`` (MISCONF): a Redis that answers but refuses writes cannot take events
+    either. No worker alive is still ready: events are queued and delivered once a worker
+    runs (the status command says so)."""
     try:
         workers = store.ping_and_count_workers()
-    except REDIS_DOWN as exc:
-        return {"status": "unavailable", "redis": describe(exc), "workers": None}, 503
+    except RedisError as exc:
+        word = outage_of(exc)
+        if word is None:
+            raise
+        return {"status": "unavailable", "redis": word, "workers": None}, 503
     return {"status": "ok", "redis": "ok", "workers": workers}, 200

@@ -11,6 +11,7 @@ from flask import Flask
 
 from ..api import keep_slashes
 from ..state import WebhooksState
+from .access import guard_unknown_paths
 from .links import Access, LinkRefused, PortalKeys
 from .views import make_blueprint
 
@@ -23,4 +24,5 @@ def register_portal(app: Flask, state: WebhooksState) -> PortalKeys:
     blueprint = make_blueprint()
     app.register_blueprint(blueprint, url_prefix=state.settings.portal_prefix)
     keep_slashes(app, blueprint.name)  # `//` is a 404, never a redirect built from Host
+    guard_unknown_paths(app, blueprint.name, state.settings)
     return keys

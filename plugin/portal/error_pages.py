@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from flask import render_template
 from flask.typing import ResponseReturnValue
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import Unavailable, WebhookError
+from ..store.clients import outage_of, refuses_writes
 
 
 def domain_error_page(error: WebhookError) -> ResponseReturnValue:
@@ -24,11 +26,15 @@ def domain_error_page(error: WebhookError) -> ResponseReturnValue:
                            message=error.message), error.status, headers
 
 
-def redis_down_page(error: Exception) -> ResponseReturnValue:
-    """Redis away: the same 503 (with ``Retry-After``) as the API answers, as a page."""
+def redis_down_page(error: RedisError) -> ResponseReturnValue:
+    """Redis away, or refusing writes: the same 503 (with ``Retry-After``) as the API
+    answers, as a page. Any other Redis error is a bug and stays one (Flask's 500)."""
+    if outage_of(error) is None:
+        raise error
+    why = " (no changes can be saved right now)" if refuses_writes(error) else ""
     return domain_error_page(Unavailable(
-        "The webhook service is temporarily unavailable; nothing was changed. Try again "
-        "shortly."))
+        f"The webhook service is temporarily unavailable{why}; nothing was changed. Try "
+        "again shortly."))
 
 
 def http_error_page(error: HTTPException) -> ResponseReturnValue:

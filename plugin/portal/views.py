@@ -2,15 +2,20 @@
 
 Every page reads through the same functions as the REST API (``endpoints``, the
 ``WebhooksState`` methods) and every change goes through :mod:`.actions`; forms post and
-redirect, so everything works without JavaScript.
+redirect (303), so everything works without JavaScript and a refresh never posts again. A new
+secret ("Add webhook", "Rotate secret") is shown once on the page the form redirects to: the
+action leaves a marker in Redis for this session and webhook, which that page takes (the
+secret itself is read from the webhook, never put in a URL or a cookie).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from .. import events as catalogue
@@ -20,7 +25,6 @@ from ..events import is_id, payload_for, utc_iso
 from ..host import Chatbot
 from ..records import FAILED, PENDING, SUCCEEDED, Delivery, Endpoint
 from ..state import WebhooksState, get_state
-from ..store.clients import REDIS_DOWN
 from . import access, actions
 from .error_pages import domain_error_page, http_error_page, redis_down_page
 from .forms import WebhookForm, add_errors, form_for, read_form
@@ -40,6 +44,16 @@ NOTICES = {
     "deleted": "The webhook and its delivery log were deleted.",
 }
 
+#: The note beside a secret shown once after an action, by the action.
+SECRET_NOTES = {
+    "created": "Webhook added. Its signing secret is shown only now; copy it into your "
+               "receiver.",
+    "rotated": "New secret made. The old one also signs every delivery until {until}, so you "
+               "have until then to change your receiver.",
+}
+#: Seconds the page an action redirects to may take to come and show the new secret.
+SHOW_SECRET_WITHIN = 300
+
 LINK_REFUSED = {
     "altered": "This portal link is not valid: it was changed or cut short. Ask for a new one.",
     "expired": "This portal link has expired. Ask for a new one.",
@@ -55,13 +69,15 @@ def make_blueprint() -> Blueprint:
     bp.after_request(access.finish)
     bp.register_error_handler(WebhookError, domain_error_page)
     bp.register_error_handler(HTTPException, http_error_page)
-    for error in REDIS_DOWN:
-        bp.register_error_handler(error, redis_down_page)
+    bp.register_error_handler(RedisError, redis_down_page)
     bp.add_app_template_filter(utc_text, "portal_utc")
     bp.context_processor(lambda: {"csrf_token": access.csrf_token,
-                                  "access": g.get("portal_access")})
+                                  "access": g.get("portal_access"),
+                                  "via_link": g.get("portal_via_link", False)})
 
     bp.add_url_rule("/link", "link", open_link)
+    bp.add_url_rule("/sign-out", "sign_out", sign_out, methods=["POST"])
+    bp.add_url_rule("/signed-out", "signed_out", signed_out)
     bp.add_url_rule("/", "bots", bots)
     bp.add_url_rule("/bots/<chatbot_id>", "bot", bot_page)
     bp.add_url_rule("/bots/<chatbot_id>/webhooks/new", "new_webhook", new_webhook,
@@ -87,7 +103,7 @@ def make_blueprint() -> Blueprint:
 def _before() -> ResponseReturnValue | None:
     request.max_content_length = get_state().settings.max_body_bytes
     access.load_session()
-    if request.endpoint in ("webhooks_portal.link", "webhooks_portal.static"):
+    if request.endpoint in _OPEN:
         return None
     g.portal_access = access.current_access()
     if g.portal_access is None:
@@ -96,6 +112,11 @@ def _before() -> ResponseReturnValue | None:
             message="Open the portal with a portal link (ask the site for one), or sign in "
                     "to the site first."), 403
     return None
+
+
+#: Pages that need no signed-in owner.
+_OPEN = frozenset(f"webhooks_portal.{name}" for name in ("link", "static", "sign_out",
+                                                         "signed_out"))
 
 
 def utc_text(value: str | float | None) -> str:
@@ -144,6 +165,21 @@ def _to_webhook(bot: Chatbot, webhook: Endpoint, notice: str) -> ResponseReturnV
                             notice=notice), 303)
 
 
+def _secret_marker(webhook: Endpoint, why: str) -> str:
+    """The marker of "show this session ``webhook``'s secret once, after ``why``": bound to
+    the session's own CSRF secret, so no other browser can take it."""
+    seed = f"{access.csrf_token()}\n{webhook.id}\n{why}"
+    return "portal-secret:" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def _show_secret_next(state: WebhooksState, bot: Chatbot, webhook: Endpoint, why: str
+                      ) -> ResponseReturnValue:
+    """Redirect to the webhook's page, which shows its secret this once."""
+    state.store.mark_once(_secret_marker(webhook, why), SHOW_SECRET_WITHIN)
+    return redirect(url_for(".webhook", chatbot_id=bot.id, webhook_id=webhook.id,
+                            shown=why), 303)
+
+
 # -- pages -----------------------------------------------------------------------------------
 def open_link() -> ResponseReturnValue:
     try:
@@ -155,6 +191,18 @@ def open_link() -> ResponseReturnValue:
     target = (url_for(".bot", chatbot_id=grant.chatbot_id) if grant.chatbot_id
               else url_for(".bots"))
     return redirect(target, 303)
+
+
+def sign_out() -> ResponseReturnValue:
+    """End the link's session (a fresh one without access, and a new CSRF secret)."""
+    access.start_session(None)
+    return redirect(url_for(".signed_out"), 303)
+
+
+def signed_out() -> ResponseReturnValue:
+    return render_template("webhooks_portal/error.html", title="Signed out",
+                           message="You are signed out of the webhooks portal. Open a new "
+                                   "portal link to come back.")
 
 
 def bots() -> ResponseReturnValue:
@@ -212,13 +260,15 @@ def create_webhook(chatbot_id: str) -> ResponseReturnValue:
     if created is None:
         return render_template("webhooks_portal/new_webhook.html", bot=bot, form=form,
                                events=catalogue.events_for(bot.type)), 422
-    return _render_webhook(state, bot, created, status=201, secret=created.secret,
-                           secret_note="Webhook added. Its signing secret is shown only now; "
-                                       "copy it into your receiver.")
+    return _show_secret_next(state, bot, created, "created")
 
 
 def webhook_page(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
     state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    why = request.args.get("shown", "")
+    if why in SECRET_NOTES and state.store.take_mark(_secret_marker(webhook, why)):
+        note = SECRET_NOTES[why].format(until=utc_text(webhook.previous_secret_until))
+        return _render_webhook(state, bot, webhook, secret=webhook.secret, secret_note=note)
     return _render_webhook(state, bot, webhook)
 
 
@@ -262,10 +312,7 @@ def reveal_secret(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
 def rotate_secret(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
     state, bot, webhook = _webhook(chatbot_id, webhook_id)
     rotated = actions.rotate_secret(state, bot, webhook)
-    note = (f"New secret made. The old one also signs every delivery until "
-            f"{utc_text(rotated.previous_secret_until)}, so you have until then to change "
-            "your receiver.")
-    return _render_webhook(state, bot, rotated, secret=rotated.secret, secret_note=note)
+    return _show_secret_next(state, bot, rotated, "rotated")
 
 
 def send_test(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:

@@ -27,7 +27,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from ..records import now_ms
+from ..records import Endpoint, now_ms
 from ..records import text as _text
 from .deliveries import DeliveryLog
 from .due import DueSet
@@ -36,12 +36,36 @@ from .events import EventStore
 from .keys import _run
 from .tally import DURATION_SUM, Tally
 
-# KEYS: metrics. ARGV: seconds to add to the duration sum, then field/increment pairs.
-_ADD_COUNTS = """
-if tonumber(ARGV[1]) > 0 then redis.call('HINCRBYFLOAT', KEYS[1], ARGV[2], ARGV[1]) end
-for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
+# KEYS: metrics, the job's last counted batch, then per failed delivery its endpoint's hash and
+# its bot's version key. ARGV: batch id, seconds to keep the batch id, failed deliveries, seconds
+# to add to the duration sum, its field, then field/increment pairs.
+# One batch's counts, once: a pipeline retried after a read timeout (it ran, its answer was
+# lost) runs this again with the same batch id, which then only reads the failure counts. The
+# batches of one job are recorded one after the other, so its last batch id is enough. Returns
+# each failed delivery's endpoint's failures in a row (-1: the endpoint is gone).
+_COUNT_BATCH = """
+local again = redis.call('GET', KEYS[2]) == ARGV[1]
+local failures = {}
+for i = 1, tonumber(ARGV[3]) do
+  local endpoint, version = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  if redis.call('EXISTS', endpoint) == 0 then
+    failures[i] = -1
+  elseif again then
+    failures[i] = tonumber(redis.call('HGET', endpoint, 'failed_deliveries') or '0')
+  else
+    failures[i] = redis.call('HINCRBY', endpoint, 'failed_deliveries', 1)
+    redis.call('INCR', version)
+  end
+end
+if again then return failures end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBYFLOAT', KEYS[1], ARGV[5], ARGV[4]) end
+for i = 6, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return failures
 """
+
+#: Seconds a job's last batch id is kept: a retried pipeline comes back well within this.
+BATCH_MEMORY = 3600
 
 # KEYS: workers, workers info. ARGV: worker, heartbeat end (ms), its info (JSON), now (ms).
 # One beat: the worker's end and its host, pid and time. Workers silent for an hour are
@@ -64,15 +88,28 @@ class Store(EndpointStore, EventStore, DeliveryLog, DueSet):
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         super().__init__(redis, prefix)
-        self._add_counts = redis.register_script(_ADD_COUNTS)
+        self._count_batch = redis.register_script(_COUNT_BATCH)
         self._heartbeat = redis.register_script(_HEARTBEAT)
 
     # -- portal ------------------------------------------------------------------------------
     def shared_key(self, name: str, make: Callable[[], str]) -> str:
-        """A random key kept in Redis, the same for every process: the first to ask makes it."""
+        """A random key kept in Redis, the same for every process: the first to ask makes it
+        (``make()``, stored only if no other process stored one first). Read first, so a Redis
+        that refuses writes (out of memory) still hands out the key it holds."""
         key = f"{self.prefix}key:{name}"
-        self.redis.set(key, make(), nx=True)
-        return _text(self.redis.get(key))
+        found = self.redis.get(key)
+        if found is None:
+            self.redis.set(key, make(), nx=True)
+            found = self.redis.get(key)
+        return _text(found)
+
+    def mark_once(self, marker: str, ttl_s: int) -> None:
+        """Leave ``marker`` for :meth:`take_mark` to find once within ``ttl_s`` seconds."""
+        self.redis.set(f"{self.prefix}mark:{marker}", b"1", ex=max(int(ttl_s), 1))
+
+    def take_mark(self, marker: str) -> bool:
+        """True once for a marker left by :meth:`mark_once` (and not expired)."""
+        return bool(self.redis.delete(f"{self.prefix}mark:{marker}"))
 
     def use_once(self, token_id: str, ttl_s: int) -> bool:
         """Record ``token_id`` as used for ``ttl_s`` seconds; False if it was used before."""
@@ -96,19 +133,32 @@ class Store(EndpointStore, EventStore, DeliveryLog, DueSet):
         pipe.execute()
 
     def ping_and_count_workers(self) -> int:
-        """PING Redis and count the worker processes with a fresh heartbeat, in one round
-        trip (readiness)."""
+        """PING Redis, try a write and count the worker processes with a fresh heartbeat, in
+        one round trip (readiness). The write is ``SET ... XX`` of a key that never exists: it
+        stores nothing, but Redis checks it like any write, so a Redis that answers yet
+        refuses writes (out of memory, MISCONF, a replica's READONLY) fails readiness."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.ping()
+        pipe.set(f"{self.prefix}write-probe", b"", xx=True)
         pipe.zcount(self.workers_key, now_ms(), "+inf")
-        return int(pipe.execute()[1])
+        return int(pipe.execute()[2])
 
     # -- counters and fleet figures ----------------------------------------------------------
-    def add_counts(self, pipe: Pipeline, tally: Tally) -> None:
-        """Queue a batch's counts (one script call in the batch's own pipeline)."""
-        pairs = [item for kv in tally.counts.items() for item in kv]
-        _run(self._add_counts, [self.metrics_key], [repr(tally.seconds), DURATION_SUM, *pairs],
-             pipe)
+    def count_batch(self, pipe: Pipeline, pump_id: str, batch_id: str, tally: Tally | None,
+                    failed: list[Endpoint]) -> int:
+        """Queue a batch's counts, once however often the pipeline runs: the fleet's counters
+        (``tally``; None while counting is off) and one more failure in a row for the
+        endpoint of each delivery in ``failed`` (one script call in the batch's own pipeline,
+        keyed by ``batch_id``, unique per batch of job ``pump_id``). Returns the position of
+        its result in ``pipe``: each endpoint's failures in a row, in order (-1: gone)."""
+        pairs = [item for kv in tally.counts.items() for item in kv] if tally else []
+        keys = [self.metrics_key, f"{self.prefix}counted:{pump_id}"]
+        for endpoint in failed:
+            keys += [self.ep_key(endpoint.id), self.bot_version_key(endpoint.chatbot_id)]
+        seconds = repr(tally.seconds) if tally else "0"
+        _run(self._count_batch, keys,
+             [batch_id, BATCH_MEMORY, len(failed), seconds, DURATION_SUM, *pairs], pipe)
+        return len(pipe) - 1
 
     def fleet_readings(self) -> tuple[int, list[Any]]:
         """What the fleet's figures are made of, read in one pipeline (seven commands, whatever

@@ -7,16 +7,23 @@ ticker and RQ's own loop make waits, with capped backoff, until Redis answers ag
 a failed call on a fresh connection, so a connection that went stale while Redis restarted
 costs one reconnect, never an error.
 
-Which errors mean "Redis is away" (:data:`REDIS_DOWN`): connection refused or reset
-(``ConnectionError``), a socket timeout (``TimeoutError``), ``LOADING`` while Redis replays its
-AOF (``BusyLoadingError``, a ``ConnectionError``) and ``READONLY`` on a replica after a failover
-(``ReadOnlyError``).
+Which errors mean "Redis cannot serve us now" (:func:`outage_of` says, with a word for each):
+connection refused or reset (``ConnectionError``), a socket timeout (``TimeoutError``),
+``LOADING`` while Redis replays its AOF (``BusyLoadingError``, a ``ConnectionError``),
+``READONLY`` on a replica after a failover (``ReadOnlyError``), and the two ways a primary that
+answers refuses writes: ``OOM`` once ``maxmemory`` is reached under ``noeviction`` (the policy
+``deploy/redis-aof.conf`` sets; ``OutOfMemoryError``) and ``MISCONF`` after a failed snapshot
+or AOF write (redis-py has no class for it: a plain ``ResponseError`` whose message starts with
+the code, or carries it after a pipeline's "Command # n ... caused error: "). Reads still work
+in both, so they are outages of writes: the web side answers 503 for what writes, the workers
+wait. Every other error (a script error, a wrong type) is a bug, never an outage.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +32,15 @@ from typing import Any, TypeVar
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, ReadOnlyError, TimeoutError
+from redis.exceptions import (
+    BusyLoadingError,
+    ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
 from redis.retry import Retry
 
 #: The logger keeps the name it had before the module moved (log filters name it).
@@ -33,9 +48,23 @@ log = logging.getLogger("chatbot_webhooks.redis_clients")
 
 T = TypeVar("T")
 
-#: Errors that mean Redis cannot be used right now (see module docstring).
+#: The error classes that mean Redis cannot be used right now (see module docstring). MISCONF
+#: has no class of its own: catch ``RedisError`` and ask :func:`outage_of` to cover it too.
 REDIS_DOWN: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, BusyLoadingError,
-                                           ReadOnlyError)
+                                           ReadOnlyError, OutOfMemoryError)
+
+#: The words :func:`outage_of` gives the two refusals of a primary that still answers reads.
+OUT_OF_MEMORY = "out of memory"
+REFUSING_WRITES = "refusing writes"
+#: What an operator should look at, by word (said once, in the outage WARNING).
+_HINTS = {
+    OUT_OF_MEMORY: "raise maxmemory or free memory; reads still work",
+    REFUSING_WRITES: "Redis failed to persist to disk (MISCONF): see its log; reads still "
+                     "work",
+}
+_MISCONF = re.compile(r"(?:^|: )MISCONF\b")
+#: The words of a Redis that answers but refuses writes.
+_REFUSALS = (OUT_OF_MEMORY, REFUSING_WRITES, "readonly")
 
 #: Longest pause between two tries of a worker's Redis call: a worker resumes at most this long
 #: after Redis answers again.
@@ -44,15 +73,35 @@ WORKER_BACKOFF_CAP = 2.0
 STOPPING_GRACE = 5.0
 
 
-def describe(error: BaseException) -> str:
-    """A short word for what is wrong with Redis, for readiness answers and log lines."""
+def outage_of(error: BaseException) -> str | None:
+    """The word for why Redis cannot serve this call now (``unreachable``, ``timeout``,
+    ``loading``, ``readonly``, ``out of memory``, ``refusing writes``), or None when
+    ``error`` is no outage at all (a script error, a wrong type: a bug to report, never to
+    wait out)."""
     if isinstance(error, BusyLoadingError):
         return "loading"
     if isinstance(error, ReadOnlyError):
         return "readonly"
+    if isinstance(error, OutOfMemoryError):
+        return OUT_OF_MEMORY
     if isinstance(error, TimeoutError):
         return "timeout"
-    return "unreachable"
+    if isinstance(error, ConnectionError):
+        return "unreachable"
+    if isinstance(error, ResponseError) and _MISCONF.search(str(error)):
+        return REFUSING_WRITES
+    return None
+
+
+def describe(error: BaseException) -> str:
+    """A short word for what is wrong with Redis, for readiness answers and log lines."""
+    return outage_of(error) or "unreachable"
+
+
+def refuses_writes(error: BaseException) -> bool:
+    """True when Redis answers but refuses writes (out of memory, MISCONF, a replica's
+    READONLY): reads still work meanwhile."""
+    return outage_of(error) in _REFUSALS
 
 
 def web_client(url: str, timeout: float) -> Redis:
@@ -73,30 +122,41 @@ class OutageLog:
     again (INFO), however many calls and threads retry meanwhile.
 
     A call that fails once and succeeds on its retry (a stale connection) is no outage and
-    logs nothing: the WARNING comes with a call's second failure in a row.
+    logs nothing: the WARNING comes with a call's second failure in a row. While Redis refuses
+    writes (out of memory, MISCONF) reads still succeed, so only a call that was refused
+    itself and then went through ends such an outage.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.down_since: float | None = None
+        self.cause: str | None = None
         self.outages = 0
 
     def failed(self, error: BaseException, place: str) -> None:
+        word = describe(error)
         with self._lock:
             if self.down_since is not None:
                 return
             self.down_since = time.monotonic()
+            self.cause = word
             self.outages += 1
-        log.warning("Redis is unavailable (%s: %s), noticed in the %s; retrying with backoff "
-                    "(at most %gs apart) until it answers", describe(error), error, place,
-                    WORKER_BACKOFF_CAP)
+        hint = _HINTS.get(word)
+        log.warning("Redis is unavailable (%s: %s), noticed in the %s; %sretrying with backoff "
+                    "(at most %gs apart) until it answers", word, error, place,
+                    f"{hint}; " if hint else "", WORKER_BACKOFF_CAP)
 
-    def recovered(self) -> None:
+    def recovered(self, refused: bool = True) -> None:
+        """A call that had failed went through; ``refused``: it had been refused a write
+        (so writes work again), not only cut off."""
         with self._lock:
             if self.down_since is None:
                 return
+            if self.cause in _REFUSALS and not refused:
+                return  # a reconnect during a refusal of writes: they are still refused
             seconds = time.monotonic() - self.down_since
             self.down_since = None
+            self.cause = None
         log.info("Redis answers again after %.1fs unavailable; resuming", seconds)
 
 
@@ -130,8 +190,9 @@ class RideOut(Retry):
     """
 
     def __init__(self, outage: OutageLog, cap: float = WORKER_BACKOFF_CAP) -> None:
+        # every RedisError is caught, and :func:`outage_of` decides which are waited out
         super().__init__(ExponentialWithJitterBackoff(cap=cap, base=0.05), -1,
-                         supported_errors=REDIS_DOWN)
+                         supported_errors=(RedisError,))
         self.outage = outage
         self._stopping = False
         self._give_up_at: float | None = None
@@ -152,10 +213,15 @@ class RideOut(Retry):
         with_failure_count: bool = False,
     ) -> T:
         failures = 0
+        refused = False
+
+        def retryable(error: Exception) -> bool:
+            return outage_of(error) is not None and (is_retryable is None or is_retryable(error))
 
         def on_failure(error: Exception, *count: int) -> None:
-            nonlocal failures
+            nonlocal failures, refused
             failures += 1
+            refused = refused or refuses_writes(error)
             fail(error, *count)
             if failures >= 2:
                 self.outage.failed(error, current_place())
@@ -166,9 +232,9 @@ class RideOut(Retry):
                 if now >= self._give_up_at:
                     raise error
 
-        result = super().call_with_retry(do, on_failure, is_retryable, with_failure_count)
+        result = super().call_with_retry(do, on_failure, retryable, with_failure_count)
         if failures:
-            self.outage.recovered()
+            self.outage.recovered(refused)
         return result
 
 

@@ -14,7 +14,7 @@ from redis.client import Pipeline
 
 from ..records import WEBHOOK, ZAPIER, Endpoint, _field
 from ..records import text as _text
-from .keys import StoreKeys, _decode, _run
+from .keys import StoreKeys, _decode
 
 
 class NameTaken(Exception):
@@ -81,12 +81,15 @@ redis.call('INCR', KEYS[3])
 return id
 """
 
-# KEYS: ep hash, bot version. One more delivery failed every retry; -1 if the endpoint is gone.
-_COUNT_FAILURE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local failures = redis.call('HINCRBY', KEYS[1], 'failed_deliveries', 1)
+# KEYS: ep hash, bot version, disabled set. ARGV: id, then field/value pairs. Deactivates an
+# endpoint that still exists and lists it as disabled, in one step: one deleted meanwhile (its
+# receiver answered 410 while its owner deleted it) must not stay on the list.
+_DEACTIVATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('INCR', KEYS[2])
-return failures
+return 1
 """
 
 # KEYS: ep hash, log, bot eps set, bot names hash, bot version, zapier dedupe key, disabled
@@ -128,7 +131,7 @@ class EndpointStore(StoreKeys):
         self._create_webhook = redis.register_script(_CREATE_WEBHOOK)
         self._update_endpoint = redis.register_script(_UPDATE_ENDPOINT)
         self._update_named = redis.register_script(_UPDATE_NAMED)
-        self._count_failure = redis.register_script(_COUNT_FAILURE)
+        self._deactivate = redis.register_script(_DEACTIVATE)
         self._delete_endpoint = redis.register_script(_DELETE_ENDPOINT)
         self._create_subscription = redis.register_script(_CREATE_SUBSCRIPTION)
 
@@ -181,19 +184,16 @@ class EndpointStore(StoreKeys):
             raise NameTaken(rename_to)
         return _text(result) == "ok"
 
-    def deactivate(self, endpoint: Endpoint, reason: str, at: str) -> None:
+    def deactivate(self, endpoint: Endpoint, reason: str, at: str) -> bool:
         """Deactivate an endpoint for failing (or a 410) and list it as disabled, in one
-        transaction; re-enabling or deleting it takes it off that list."""
-        pipe = self.redis.pipeline(transaction=True)
-        self.update_endpoint(endpoint, {"active": False, "disabled_reason": reason,
-                                        "updated_at": at}, pipe=pipe)
-        pipe.sadd(self.disabled_key, endpoint.id)
-        pipe.execute()
-
-    def count_failure(self, pipe: Pipeline, endpoint: Endpoint) -> None:
-        """Queue "one more delivery exhausted its retries"; its result is the new count."""
-        _run(self._count_failure, [self.ep_key(endpoint.id),
-                                   self.bot_version_key(endpoint.chatbot_id)], [], pipe)
+        script call; re-enabling or deleting it takes it off that list. False (and nothing
+        written) when it is gone."""
+        fields = {"active": False, "disabled_reason": reason, "updated_at": at}
+        pairs = [item for kv in fields.items() for item in (kv[0], _field(kv[1]))]
+        return bool(self._deactivate(
+            keys=[self.ep_key(endpoint.id), self.bot_version_key(endpoint.chatbot_id),
+                  self.disabled_key],
+            args=[endpoint.id, *pairs]))
 
     def create_subscription(self, endpoint: Endpoint, max_per_bot: int) -> Endpoint:
         """Store a Zapier subscription unless the same (url, event, bot) exists; return the one
