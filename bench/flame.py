@@ -1,5 +1,5 @@
 """Summarises a py-spy ``--format raw`` profile (collapsed stacks) as the few lines that say
-where a worker's time goes: the share of samples by role (the delivery threads, the job's
+where a worker's time goes: the share of samples by role (the sender thread, the job's
 claim/record loop, the rest) and the functions with the most samples, self and inclusive.
 
 Run as ``python -m bench.flame PROFILE.txt [TOP]``; ``bench.run --profile DIR`` writes such
@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 #: Which part of the worker a stack belongs to, by the first of these frames it contains.
-ROLES = (("Engine._deliver", "delivery threads (sign, POST, hand the result back)"),
+ROLES = (("SendLoop.run", "the sender thread (libcurl, sign, hand the result back)"),
          ("Pump.run", "the job's loop (claim, fan out, record)"),
          ("Ticker.run", "the worker's heartbeat"),
          ("_watch_doorbell", "the doorbell thread"))
@@ -64,7 +64,7 @@ def summarise(path: Path, top: int = 12) -> list[str]:
 _NOISE = ("Thread.", "_run_module_as_main", "_run_code", "<module>", "main (", "Command.",
           "Group.", "Context.", "WebhooksGroup.", "pass_context", "with_appcontext", "worker (",
           "run_worker", "BaseWorker.", "SimpleWorker.", "Job.", "pump (", "Pump.run",
-          "Engine._deliver")
+          "SendLoop.run")
 
 
 def main() -> None:

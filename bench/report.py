@@ -39,16 +39,21 @@ def _median(runs: list[Any], key: str | None = None) -> float:
 
 def rows(results: dict[str, Any], cores: int) -> list[Row]:
     out: list[Row] = []
-    ceiling = _median(results["ceiling"]) if "ceiling" in results else 0.0
+    ceiling = _median(results["ceiling"], "rate") if "ceiling" in results else 0.0
     if ceiling:
-        out.append(Row(f"(1) ceiling: requests.Session loop x {cores} processes",
-                       f"{ceiling:,.0f} POST/s", "100 %", "reference", None))
-    own = _median(results["ceiling_sender"]) if "ceiling_sender" in results else 0.0
-    if own:
-        out.append(Row(f"(1) our delivery client (outbound.Sender) loop x {cores} processes",
-                       f"{own:,.0f} POST/s", f"{own / ceiling:.0%} of (1)" if ceiling else "",
+        out.append(Row(f"(1) requests.Session loop x {cores} processes",
+                       f"{ceiling:,.0f} POST/s",
+                       f"{_median(results['ceiling'], 'client_cpu_us'):.0f} µs CPU per POST",
                        "(info)", None))
-    out.extend(_throughput_rows(results, ceiling, own))
+    own = _median(results["ceiling_sender"], "rate") if "ceiling_sender" in results else 0.0
+    if own:
+        cpu = _median(results["ceiling_sender"], "client_cpu_us")
+        out.append(Row(f"(1) ceiling: our client (outbound.Sender, libcurl multi, "
+                       f"{scenarios.CEILING_IN_FLIGHT} in flight) in a plain loop x {cores}",
+                       f"{own:,.0f} POST/s", f"{cpu:.0f} µs CPU per POST (signing included)"
+                       + (f"; {own / ceiling:.1f} x requests" if ceiling else ""),
+                       "reference", None))
+    out.extend(_throughput_rows(results, ceiling, own, cores))
     out.extend(_metrics_rows(results))
     if "latency" in results:
         lat = results["latency"]
@@ -60,7 +65,15 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
     if "slow" in results:
         per = _median(results["slow"], "rate") / cores
         out.append(Row("(4) receiver answering after 50 ms, per worker process",
-                       f"{per:,.0f} deliveries/s", "", ">= 1,000/s", per >= 1000))
+                       f"{per:,.0f} deliveries/s", "WEBHOOKS_CONCURRENCY=128, 64 per host",
+                       ">= 1,000/s", per >= 1000))
+    if "slow_1024" in results:
+        per = _median(results["slow_1024"], "rate") / cores
+        out.append(Row("(4) the same with WEBHOOKS_CONCURRENCY=1024 (and 1024 per host)",
+                       f"{per:,.0f} deliveries/s",
+                       f"worker CPU {_median(results['slow_1024'], 'worker_cpu_us'):.0f} µs "
+                       "per delivery", ">= 1,000/s", per >= 1000))
+    out.extend(_proxy_rows(results, own))
     if "hanging" in results:
         out.append(_hanging_row(results))
         lat = scenarios.summarize([x for run in results["hanging"] for x in run["latencies"]])
@@ -110,7 +123,8 @@ def _per_round(runs: list[dict[str, Any]], bases: list[Any], key: str | None = N
             for run, base in zip(runs, bases, strict=True)]
 
 
-def _throughput_rows(results: dict[str, Any], ceiling: float, own: float) -> list[Row]:
+def _throughput_rows(results: dict[str, Any], ceiling: float, own: float, cores: int
+                     ) -> list[Row]:
     """(2) against our own delivery client's loop: what the engine (claiming, signing,
     dispatching, recording) leaves of the POSTs its client alone could make."""
     out: list[Row] = []
@@ -120,13 +134,42 @@ def _throughput_rows(results: dict[str, Any], ceiling: float, own: float) -> lis
             continue
         rate = _median(results[key], "rate")
         shown = f"{rate / own:.0%} of our loop"
-        rounds = _per_round(results[key], results["ceiling_sender"])
+        rounds = _per_round(results[key], results["ceiling_sender"], "rate")
         if len(rounds) > 1:
             shown += " (rounds " + ", ".join(f"{r:.0%}" for r in rounds) + ")"
         if ceiling:
             shown += f"; {rate / ceiling:.0%} of requests"
         out.append(Row(label, f"{rate:,.0f} deliveries/s", shown,
                        ">= 75 % of our sender's loop", rate / own >= 0.75))
+        out.append(Row(f"{label[:3]} the same, per worker process",
+                       f"{rate / cores:,.0f} deliveries/s",
+                       f"worker CPU {_median(results[key], 'worker_cpu_us'):.0f} µs per "
+                       f"delivery (sender thread "
+                       f"{_median(results[key], 'sender_cpu_us'):.0f} µs, job's loop "
+                       f"{_median(results[key], 'loop_cpu_us'):.0f} µs)", "(info)", None))
+    return out
+
+
+def _proxy_rows(results: dict[str, Any], own: float) -> list[Row]:
+    """(11) Through the egress proxy (proxy.py on 127.0.0.1): our client's loop and the
+    engine, each as a ratio to the same thing sent direct, round by round."""
+    out: list[Row] = []
+    if "ceiling_proxy" in results and own:
+        rate = _median(results["ceiling_proxy"], "rate")
+        rounds = _per_round(results["ceiling_proxy"], results.get("ceiling_sender", []),
+                            "rate")
+        shown = f"{rate / own:.0%} of direct" + (
+            f" (rounds {min(rounds):.0%}-{max(rounds):.0%})" if len(rounds) > 1 else "")
+        out.append(Row("(11) our client's loop (1) through the proxy", f"{rate:,.0f} POST/s",
+                       shown, "(info)", None))
+    if "proxy" in results and "throughput" in results:
+        rate = _median(results["proxy"], "rate")
+        base = _median(results["throughput"], "rate")
+        rounds = _per_round(results["proxy"], results["throughput"], "rate")
+        shown = f"{rate / base:.0%} of direct (2)" + (
+            f" (rounds {min(rounds):.0%}-{max(rounds):.0%})" if len(rounds) > 1 else "")
+        out.append(Row(f"(11) {scenarios.PROXY_EVENTS:,} events x 1 webhook through the proxy",
+                       f"{rate:,.0f} deliveries/s", shown, "(info)", None))
     return out
 
 
@@ -186,9 +229,12 @@ def _scaling_rows(results: dict[str, Any], cores: int) -> list[Row]:
         Row("(10) Redis CPU per delivery", each("{:.0f}", "redis_cpu_us") + " µs", "",
             "(info)", None),
         Row("(10) worker CPU per delivery", each("{:.0f}", "worker_cpu_us") + " µs", "",
-            "(info)", None),
+            "<= 60 µs", main["per_delivery"].get("worker_cpu_us", 1e9) <= 60),
         Row("(10) of which the job's claim/record loop", each("{:.0f}", "loop_cpu_us") + " µs",
-            "the rest: delivery threads", "(info)", None),
+            "", "(info)", None),
+        Row("(10) of which the sender thread (libcurl, signing)",
+            each("{:.0f}", "sender_cpu_us") + " µs",
+            "the rest: doorbell, ticker, RQ", "(info)", None),
         Row("(10) storing one event (its add-event script, pipelined)",
             f"{stored['commands']:.1f} commands, {stored['net_in']:,.0f} B in, "
             f"{stored['redis_cpu_us']:.0f} µs Redis CPU", "", "(info)", None),
@@ -204,7 +250,7 @@ def top_commands(per_delivery: dict[str, float], count: int) -> str:
     are the round trips' share, not Redis's work."""
     commands = {name: value for name, value in per_delivery.items()
                 if name not in ("net_in", "net_out", "commands", "redis_cpu_us",
-                                "worker_cpu_us", "loop_cpu_us")}
+                                "worker_cpu_us", "loop_cpu_us", "sender_cpu_us")}
     top = sorted(((name, value) for name, value in commands.items()
                   if name not in SCRIPT_CALLS), key=lambda item: -item[1])[:count]
     scripts = [f"{name} {commands[name]:.3f}" for name in SCRIPT_CALLS if name in commands]
@@ -296,22 +342,28 @@ Nothing is pinned or given priority: in the throughput scenarios the workers, Re
 receiver compete for the same cores, and the ceiling's loops compete with the same receiver.
 The CPU use of each part is listed below, in cores busy on average while measuring.
 
-- (1) Ceiling: {cores} processes, each one `requests.Session(trust_env=False)` POSTing the same
-  1 KB body in a loop for 5 s (`bench/ceiling.py`); then the same with our own delivery
-  client (`outbound.Sender`, one thread per process) in place of `requests`.
+- (1) Ceiling: {cores} processes, each our own delivery client in a plain loop
+  (`bench/ceiling.py`): the `outbound.Sender` a worker sends with (libcurl's multi interface
+  on one thread) kept at {in_flight} POSTs of the same 1 KB body in flight for 5 s, each signed
+  as a delivery is (three Standard Webhooks headers), with no Redis, claiming or recording;
+  CPU per POST is the client processes' CPU over the POSTs. Beside it, for reference, a
+  `requests.Session(trust_env=False)` POSTing one at a time in a loop.
 - (2) A backlog of 20,000 events (one bot, one webhook) or 200 events x 100 webhooks (one bot)
   is stored first and made due in one command (as 20,000 emits would leave it, without the
   emits' own cost), then one delivery job per worker is started. Deliveries/s = deliveries /
   (last receipt - that moment), so job start-up counts. The envelope is 1 KB, like the
   ceiling's body, plus the three signature headers. The target is 75 % of (1)'s loop of our
-  own client: the engine (claiming, signing, dispatching to threads, recording) may cost at
+  own client: the engine (claiming, signing, dispatching, recording) may cost at
   most a quarter of what the client alone could POST. Besides the ratio of the medians, each
   round's own ratio is shown (that round's deliveries/s over that round's loop). An attempt
   that failed (a fast receiver missing the 2 s timeout on a loaded machine) is recorded with
   its retry an hour on: `retries_due` below counts them, normally 0.
 - (3) 1,000 events emitted at a fixed 100/s from the benchmark process after a warm-up;
   emit start -> arrival at the receiver; targets p50 and p99 <= 10 ms.
-- (4) The same backlog shape against `/slow` (50 ms); and 100 bots x 200 events where 10 bots'
+- (4) The same backlog shape against `/slow` (50 ms), with the defaults (128 in flight per
+  worker, 64 per host: at most 1,280/s per worker) and again with `WEBHOOKS_CONCURRENCY=1024`
+  and `WEBHOOKS_MAX_IN_FLIGHT_PER_HOST=1024` (sockets, not threads, are the limit now); and
+  100 bots x 200 events where 10 bots'
   webhooks point at the hanging port, each on its own address (127.0.0.1 to .10: ten hanging
   receiver hosts): healthy deliveries/s until all 18,000 healthy ones
   arrived, then 4 s of 100 events/s (10 % hanging) while the hanging deliveries still hold
@@ -319,6 +371,10 @@ The CPU use of each part is listed below, in cores busy on average while measuri
   end after 2 s), `WEBHOOKS_RETRY_DELAYS=3600` (their retries fall due after the run). The
   hanging target holds for every round: each round's healthy deliveries/s >= 85 % of the
   same round's (2) (the row shows the lowest and highest of those ratios).
+  The row below each gives the deliveries/s per worker process and the workers' CPU per
+  delivery: all of it, the sender thread (`webhook-sender` in `/proc/PID/task/*/comm`:
+  libcurl, signing, the dispatcher's bookkeeping of a finished attempt) and the job's loop
+  (the main thread: claim, fan out, record).
 - (5) `emit` in a loop in one process, no worker running, once through a platform's own
   (in-memory) chatbot lookup - the plugin's cost - and once through the runnable host's
   built-in Redis directory (one more round trip per emit, in `plugin/host.py`).
@@ -350,6 +406,11 @@ The CPU use of each part is listed below, in cores busy on average while measuri
   `backlog_left` below). Both run in every round, between the others, so that "our engine:
   N x" (median of (2) / median of the row) compares figures taken minutes apart at most,
   like the other ratios.
+- (11) The egress proxy: proxy.py (`proxy.py` from PyPI, the test suite's proxy) on
+  127.0.0.1 with one process per core, no authentication. In every round, (1)'s loop of our
+  client through it and {proxy_events:,} events x 1 webhook drained by the workers with
+  `WEBHOOKS_PROXY_URL` set; each as a ratio to the same round's direct figure ((1), (2)). The
+  proxy is Python and shares the cores: these rows measure it as much as us.
 - (10) Scaling, once, after the rounds: (2)'s 20,000-event backlog drained by
   {scaling} worker processes in turn. For each: `CONFIG RESETSTAT` right before the release,
   then after every result was recorded the summed `calls` of `INFO commandstats` per
@@ -358,7 +419,8 @@ The CPU use of each part is listed below, in cores busy on average while measuri
   counted; the workers' heartbeats and RQ's own commands are included: a deployment pays
   them), the `total_net_input_bytes` / `total_net_output_bytes` deltas of `INFO stats`
   per delivery (seen from Redis: in = what clients sent), and the CPU of redis-server and
-  of the workers per delivery. Storing the backlog (20,000 event scripts, pipelined) is
+  of the workers per delivery (and of that, their main threads, the job's loop, and their
+  sender threads; target <= 60 µs in all). Storing the backlog (20,000 event scripts, pipelined) is
   counted the same way beforehand, per event.
 
 Settings of every scenario: {settings}.
@@ -374,14 +436,16 @@ def scaling_section(results: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Scaling and Redis per delivery (10)", "",
              "| workers | deliveries/s | per worker | Redis commands | Redis in / out | "
-             "Redis CPU | worker CPU | most frequent commands per delivery |",
+             "Redis CPU | worker CPU (job's loop; sender thread) | most frequent commands per "
+             "delivery |",
              "|---|---|---|---|---|---|---|---|"]
     for run in runs:
         per = run["per_delivery"]
         lines.append(
             f"| {run['workers']} | {run['rate']:,.0f} | {run['rate'] / run['workers']:,.0f} | "
             f"{per['commands']:.2f} | {per['net_in']:,.0f} / {per.get('net_out', 0):,.0f} B | "
-            f"{per['redis_cpu_us']:.0f} µs | {per['worker_cpu_us']:.0f} µs | "
+            f"{per['redis_cpu_us']:.0f} µs | {per['worker_cpu_us']:.0f} µs "
+            f"({per.get('loop_cpu_us', 0):.0f}; {per.get('sender_cpu_us', 0):.0f}) | "
             f"{top_commands(per, 10)} |")
     stored = runs[0]["per_event_stored"]
     lines += ["", f"Storing an event (the backlog's events, pipelined): "
@@ -402,9 +466,7 @@ def profile_section(folder: str | None) -> list[str]:
     return ["## Profile of one worker (py-spy, GIL holder, first round)", "",
             "py-spy samples one worker process 200 times a second while the backlog drains and "
             "keeps only the samples of the thread holding the interpreter lock, i.e. where the "
-            "process's one usable core goes. `SocketIO.readinto` at the top is the lock's last "
-            "holder while every thread waits for a socket (py-spy charges the wait to it), not "
-            "work.", "", *lines, ""]
+            "process's one usable core goes.", "", *lines, ""]
 
 
 def write(found: list[Row], results: dict[str, Any], cpu_notes: dict[str, list[str]],
@@ -428,6 +490,7 @@ def write(found: list[Row], results: dict[str, Any], cpu_notes: dict[str, list[s
         SETUP.format(cores=os.cpu_count(), settings=settings, rounds=rounds,
                      simple_jobs=simple_jobs, fork_jobs=fork_jobs,
                      fork_window=fork_window or 0.0, api_writes=scenarios.API_WRITES_LIMIT,
+                     in_flight=scenarios.CEILING_IN_FLIGHT, proxy_events=scenarios.PROXY_EVENTS,
                      scaling=", ".join(str(n) for n in scenarios.SCALING_WORKERS)),
         *scaling_section(results),
         *profile_section(profile),

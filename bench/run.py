@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import report, scenarios
-from .stack import ReceiverProcess, RedisProcess
+from .stack import ProxyProcess, ReceiverProcess, RedisProcess
 
 COMMAND = ".venv/bin/python -m bench.run"
 
@@ -48,6 +48,12 @@ def main() -> None:
     receiver = ReceiverProcess(args.receiver_processes)
     bench = scenarios.Bench(cores=cores, redis=redis, receiver=receiver, profile=args.profile)
     only = {name for name in args.only.split(",") if name}
+    proxy: ProxyProcess | None = None
+    if not only or only & {"proxy", "ceiling_proxy"}:
+        try:
+            proxy = ProxyProcess(cores)
+        except RuntimeError as exc:  # the proxy rows are left out, the rest is measured
+            print(f"no proxy rows: {exc}", file=sys.stderr)
     results: dict[str, Any] = {}
 
     def run(name: str, step: Callable[[], Any], rounds: bool = False) -> None:
@@ -82,6 +88,15 @@ def main() -> None:
             run("fanout", lambda: scenarios.drain(bench, "fanout", 1, 100, 200), rounds=True)
             run("slow", lambda: scenarios.drain(bench, "slow", 1, 1, 20_000, path="/slow"),
                 rounds=True)
+            run("slow_1024", lambda: scenarios.drain(
+                bench, "slow_1024", 1, 1, 20_000, path="/slow", WEBHOOKS_CONCURRENCY="1024",
+                WEBHOOKS_MAX_IN_FLIGHT_PER_HOST="1024"), rounds=True)
+            if proxy is not None:
+                run("ceiling_proxy", lambda: scenarios.ceiling(
+                    bench, client="sender", proxy=proxy.url, key="ceiling_proxy"), rounds=True)
+                run("proxy", lambda: scenarios.drain(
+                    bench, "proxy", 1, 1, scenarios.PROXY_EVENTS,
+                    WEBHOOKS_PROXY_URL=proxy.url), rounds=True)
             run("naive_simple", lambda: scenarios.naive(bench, "simple"), rounds=True)
             run("naive_fork", lambda: scenarios.naive(bench, "fork"), rounds=True)
         print("-- once")
@@ -94,6 +109,8 @@ def main() -> None:
         run("scaling", lambda: [scenarios.scaling(bench, count)
                                 for count in scenarios.SCALING_WORKERS])
     finally:
+        if proxy is not None:
+            proxy.close()
         receiver.close()
         redis.close()
     found = report.rows(results, cores)

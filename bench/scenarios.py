@@ -57,6 +57,11 @@ NAIVE_BACKLOGS: dict[str, tuple[int, float | None]] = {"simple": (5_000, None),
                                                         "fork": (3_000, 10.0)}
 #: (6) The per-owner writes limit while one owner registers as fast as it can.
 API_WRITES_LIMIT = "1000000/minute"
+#: (1) Attempts the libcurl loop of our client keeps in flight (the issue's measurement).
+CEILING_IN_FLIGHT = 64
+#: (11) The backlog drained through the egress proxy (proxy.py, a Python proxy: it is slower
+#: than the workers, so a smaller backlog measures it as well).
+PROXY_EVENTS = 5_000
 #: (10) Worker processes for the scaling figure.
 SCALING_WORKERS = (1, 2, 4)
 OWNER = "bench-owner"
@@ -123,6 +128,7 @@ class Bench:
         if workers is not None:
             parts["workers"] = workers.cpu
             parts["of which job loop"] = workers.loop_cpu
+            parts["of which sender thread"] = workers.sender_cpu
         parts.update(more)
         return CpuMeter(parts)
 
@@ -226,23 +232,28 @@ def _retry_horizon_ms() -> float:
 
 # -- (1) ----------------------------------------------------------------------------------------
 
-def ceiling(bench: Bench, seconds: float = 5.0, client: str = "requests") -> float:
+def ceiling(bench: Bench, seconds: float = 5.0, client: str = "requests",
+            in_flight: int = CEILING_IN_FLIGHT, proxy: str = "", key: str = "") -> dict[str, Any]:
     """POST/s of one client loop per core against the same receiver (``requests``: the
-    reference; ``sender``: the plugin's own delivery client)."""
+    reference, one POST at a time; ``sender``: the plugin's own delivery client, the libcurl
+    loop a worker sends with, ``in_flight`` at once, through ``proxy`` if given), and the
+    client processes' CPU per POST."""
     bench.receiver.reset()
     start_at = time.time() + 1.5
     procs = [subprocess.Popen(
         [sys.executable, "-m", "bench.ceiling", bench.receiver.url("/ceiling"), str(start_at),
-         str(seconds), client], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        for _ in range(bench.cores)]
+         str(seconds), client, str(in_flight), proxy], cwd=ROOT, stdout=subprocess.PIPE,
+        text=True) for _ in range(bench.cores)]
     meter = bench.meter(loops=lambda: sum(cpu_seconds(p.pid) for p in procs))
     time.sleep(max(0.0, start_at - time.time()))
     meter.start()
     time.sleep(seconds)
     meter.stop()
     counts = [int((p.communicate(timeout=60)[0] or "0").strip()) for p in procs]
-    bench.note("ceiling" if client == "requests" else f"ceiling_{client}", meter)
-    return sum(counts) / seconds
+    bench.note(key or ("ceiling" if client == "requests" else f"ceiling_{client}"), meter)
+    total = sum(counts)
+    return {"rate": total / seconds, "posts": total,
+            "client_cpu_us": meter.used["loops"] / total * 1e6 if total else 0.0}
 
 
 # -- (2) and (4) 50 ms --------------------------------------------------------------------------
@@ -276,6 +287,9 @@ def drain(bench: Bench, key: str, bots: int, hooks_per_bot: int, per_bot: int,
     bench.note(key, meter)
     return {
         "rate": total / received, "deliveries": total, "events": bots * per_bot,
+        "worker_cpu_us": round(meter.used["workers"] / total * 1e6, 1),
+        "loop_cpu_us": round(meter.used["of which job loop"] / total * 1e6, 1),
+        "sender_cpu_us": round(meter.used["of which sender thread"] / total * 1e6, 1),
         "received_s": round(received, 3), "recorded_s": round(recorded, 3),
         "extra_requests": bench.receiver.stats()[kind] - total, "retries_due": retries,
         "memory_empty": memory_empty, "memory_events": memory_events,
@@ -462,6 +476,7 @@ def scaling(bench: Bench, workers: int, per_bot: int = 20_000) -> dict[str, Any]
     per_delivery["redis_cpu_us"] = meter.used["redis"] / per_bot * 1e6
     per_delivery["worker_cpu_us"] = meter.used["workers"] / per_bot * 1e6
     per_delivery["loop_cpu_us"] = meter.used["of which job loop"] / per_bot * 1e6
+    per_delivery["sender_cpu_us"] = meter.used["of which sender thread"] / per_bot * 1e6
     return {"rate": per_bot / (stats["last_ms"] / 1000 - started), "workers": workers,
             "deliveries": per_bot, "per_delivery": per_delivery, "per_event_stored": storing}
 

@@ -33,7 +33,7 @@ def cpu_seconds(pid: int, children: bool = False, main_thread: bool = False) -> 
     """User + system CPU of one process (0 when it is gone); with ``children``, plus that of
     its children it has waited for (RQ's forking worker runs each job in a child); with
     ``main_thread``, that of its main thread only (a worker runs its delivery job there, so
-    this splits the job's claim/record loop from the delivery threads)."""
+    this splits the job's claim/record loop from the sender thread)."""
     stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     try:
         fields = Path(stat).read_text().rsplit(")", 1)[1].split()
@@ -41,6 +41,24 @@ def cpu_seconds(pid: int, children: bool = False, main_thread: bool = False) -> 
         return 0.0
     own = int(fields[11]) + int(fields[12])
     return (own + (int(fields[13]) + int(fields[14]) if children else 0)) / TICKS
+
+
+def thread_cpu(pid: int, name: str) -> float:
+    """User + system CPU of the threads of ``pid`` named ``name`` (``/proc/PID/task/*/comm``)."""
+    total = 0.0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            if (task / "comm").read_text().strip() != name:
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
 def wait_for(check: Any, timeout: float, what: str, every: float = 0.02) -> Any:
@@ -170,6 +188,44 @@ class ReceiverProcess:
         self.process.wait(10)
 
 
+class ProxyProcess:
+    """An egress proxy on 127.0.0.1 for the proxy rows: proxy.py (installed with the test
+    group), one worker process per core, no authentication."""
+
+    def __init__(self, processes: int) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", str(self.port),
+             "--num-acceptors", str(processes), "--num-workers", str(processes),
+             "--log-level", "WARNING"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._listening, 30, "the proxy")
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError("proxy.py did not start (scripts/setup-env dev bench installs it)")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid, children=True)
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
 class Workers:
     """``flask --app wsgi webhooks worker`` processes, as the tests and the README start them
     (or ``command``: the textbook design's RQ workers, bench/naive.py)."""
@@ -201,6 +257,11 @@ class Workers:
     def loop_cpu(self) -> float:
         """CPU of the workers' main threads: the delivery job's own loop (see cpu_seconds)."""
         return sum(cpu_seconds(p.pid, main_thread=True) for p in self.processes)
+
+    def sender_cpu(self) -> float:
+        """CPU of the workers' sender threads (the one thread each that sends, named
+        ``webhook-sender`` in ``/proc``)."""
+        return sum(thread_cpu(p.pid, "webhook-sender") for p in self.processes)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]

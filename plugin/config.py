@@ -9,8 +9,9 @@ environment), so each parser accepts both.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 #: key -> (default, one-line description). The README's configuration table mirrors this.
 DEFAULTS: dict[str, tuple[Any, str]] = {
@@ -65,12 +66,13 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "WEBHOOKS_LOG_MAX_AGE": (7 * 86400, "Seconds events and deliveries are kept."),
     "WEBHOOKS_CONCURRENCY": (
         128,
-        "Deliveries in flight at once in one worker process (threads).",
+        "Deliveries in flight at once in one worker process (all on its one sender thread: "
+        "libcurl's multi interface; each needs a socket).",
     ),
     "WEBHOOKS_MAX_IN_FLIGHT_PER_HOST": (
         64,
         "Deliveries in flight at once to one receiver host:port in one worker process, so a "
-        "hanging receiver cannot take every thread.",
+        "hanging receiver cannot take every place in flight.",
     ),
     "WEBHOOKS_BATCH_SIZE": (256, "Deliveries a worker claims from Redis at once."),
     "WEBHOOKS_LEASE": (
@@ -87,6 +89,17 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
         "Seconds one delivery job runs at most before handing over to a fresh job.",
     ),
     "WEBHOOKS_USER_AGENT": ("ChatbotWebhooks/0.1", "User-Agent of every delivery."),
+    "WEBHOOKS_CA_BUNDLE": (
+        "",
+        "PEM file (or hashed directory) of the CAs that deliveries trust, instead of certifi's "
+        "bundle: for receivers (and an `https://` proxy) on a private CA. Read by workers.",
+    ),
+    "WEBHOOKS_PROXY_URL": (
+        "",
+        "Egress proxy every delivery goes through: `http://` or `https://`, optionally "
+        "`user:password@`; empty for none. `http_proxy`, `https_proxy`, `all_proxy` and "
+        "`no_proxy` in the environment are ignored. Never logged, never put in a job.",
+    ),
     "WEBHOOKS_METRICS": (
         False,
         "Serve Prometheus metrics of the whole fleet (always on in `wsgi.py`).",
@@ -175,6 +188,34 @@ def parse_rate_limit(value: Any) -> str:
     return text
 
 
+def split_proxy_url(value: str) -> tuple[str, str, str]:
+    """``WEBHOOKS_PROXY_URL`` as (the URL without credentials, user name, password); raises
+    ValueError with a message that never repeats the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError("must be http(s)://[user:password@]host[:port]") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be scheme://host:port, without a path or query")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = port or (443 if scheme == "https" else 80)
+    return (f"{scheme}://{host}:{port}", unquote(parts.username or ""),
+            unquote(parts.password or ""))
+
+
+def _proxy_url(value: Any) -> str:
+    text = str(value or "").strip()
+    if text:
+        split_proxy_url(text)
+    return text
+
+
 def parse_delays(value: Any) -> tuple[float, ...]:
     """Parse ``"5,300,1800"`` (or a sequence of numbers) into non-negative seconds."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -215,6 +256,9 @@ class Settings:
     pump_linger: float
     pump_max_seconds: float
     user_agent: str
+    ca_bundle: str
+    #: May hold a password: kept out of the repr, of jobs and of every log line.
+    proxy_url: str = field(repr=False)
     metrics: bool
     metrics_path: str
     metrics_token: str
@@ -238,11 +282,13 @@ class Settings:
         """Seconds after its claim within which a delivery attempt must start, so that it is
         recorded before the claim's lease ends (another worker would then post it again).
 
-        An attempt can outlast ``timeout``: the connect timeout runs apart from it (the
-        attempt's watchdog takes over the socket once connected), DNS lookups are not bounded
-        by it, and the watchdog's tick, the trip of the result to the job and the recording
-        round trip come after it; ``ATTEMPT_SLACK`` covers those and some clock skew between
-        workers.
+        libcurl ends an attempt at ``timeout`` (its ``TIMEOUT_MS`` covers the connection too,
+        and the sender counts a DNS lookup in it), but the margin of the earlier client, where
+        an attempt could outlast its timeout by the connect timeout, is kept: the lease rule
+        (``WEBHOOKS_LEASE`` at least timeout + connect timeout + 2 s) is configuration people
+        have, and the slack also covers the trip of the result to the job and the recording
+        round trip after the attempt; ``ATTEMPT_SLACK`` covers those and some clock skew
+        between workers.
         """
         return (self.lease - self.timeout - min(self.connect_timeout, self.timeout)
                 - ATTEMPT_SLACK)
@@ -263,7 +309,7 @@ class Settings:
         return cls(**values)
 
 
-_NOT_IN_JOBS = ("platform_key", "redis_url", "metrics_token", "portal_secret_key")
+_NOT_IN_JOBS = ("platform_key", "redis_url", "metrics_token", "portal_secret_key", "proxy_url")
 
 #: Seconds an attempt may take beyond its timeout and connect timeout until it is recorded
 #: (see :attr:`Settings.start_within`).
@@ -279,6 +325,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "health_routes": _bool,
     "require_https": _bool,
     "retry_delays": parse_delays,
+    "proxy_url": _proxy_url,
     "metrics": _bool,
     "metrics_counting": _bool,
     "rate_limit_test": parse_rate_limit,

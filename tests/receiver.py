@@ -4,6 +4,7 @@ with scripted responses (status, headers, delay), one script per path."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -33,8 +34,10 @@ class Reply:
 
 
 class Receiver:
-    def __init__(self, port: int = 0, address: str = "127.0.0.1") -> None:
+    def __init__(self, port: int = 0, address: str = "127.0.0.1",
+                 tls: ssl.SSLContext | None = None) -> None:
         self.address = address
+        self.scheme = "https" if tls is not None else "http"
         self.received: list[Received] = []
         self.scripts: dict[str, deque[Reply]] = {}
         self.default = Reply()
@@ -74,12 +77,15 @@ class Receiver:
                     pass
 
         self.server = ThreadingHTTPServer((address, port), Handler)
+        if tls is not None:  # handshakes in the handler threads, not the accepting one
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True,
+                                                 do_handshake_on_connect=False)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://{self.address}:{self.port}{path}"
+        return f"{self.scheme}://{self.address}:{self.port}{path}"
 
     def script(self, path: str, *replies: Reply) -> None:
         with self.lock:

@@ -3,7 +3,7 @@ record each batch of results, schedule retries; the RQ job that runs it and the 
 (no Flask).
 
 ``pump`` is the loop of one job, made of ``claims`` (claiming and fan-out) and ``results``
-(recording); ``engine`` runs the delivery threads for a worker process and
+(recording); ``engine`` feeds a worker process's sender and
 ``dispatch_policy`` decides, as pure code, what each receiver host may have in flight;
 ``retry`` the schedule, ``attempt_log`` the WARNING lines, ``work`` what the loop carries;
 ``enqueue`` starts a job by its path, ``jobs`` is that job, ``worker`` the process.

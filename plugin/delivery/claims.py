@@ -33,13 +33,14 @@ from .work import _GONE, Work, _Event
 #: The delivery loop's logger: one name for all its parts.
 log = logging.getLogger("chatbot_webhooks.pump")
 
-#: Deliveries a job holds at most, claimed but not recorded, per delivery thread: enough that
-#: the threads never run dry while the job claims or records (each one round trip).
+#: Deliveries a job holds at most, claimed but not recorded, per place in flight
+#: (``WEBHOOKS_CONCURRENCY``): enough that the sender never runs dry while the job claims or
+#: records (each one round trip).
 HELD_PER_THREAD = 4
 
 
 class Claiming(LoopState):
-    """Claims work and turns it into deliveries for the threads (part of ``Pump``)."""
+    """Claims work and turns it into deliveries for the sender (part of ``Pump``)."""
 
     def _room(self) -> int:
         """Deliveries this job may still claim (see ``HELD_PER_THREAD``)."""

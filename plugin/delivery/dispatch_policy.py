@@ -1,10 +1,14 @@
-"""The dispatch policy: which claimed deliveries may go to the delivery threads now, which wait
+"""The dispatch policy: which claimed deliveries may go to the sender now, which wait
 in memory for their receiver host, and which go back to ``due``, and when.
 
 Pure decisions, no threads, no queues, no clock: every time is passed in, so the rules are
 tested on their own (``tests/test_dispatch_policy.py``). The engine's
 :class:`~chatbot_webhooks.delivery.engine.Dispatcher` runs them under its lock and hands what
-they admit to the threads' queue.
+they admit to the sender's queue.
+
+"Threads" below are the places in flight of a worker (``WEBHOOKS_CONCURRENCY``): one thread
+each in the sender before libcurl's, one attempt on the sender's one thread now; the rules
+are the same.
 """
 
 from __future__ import annotations

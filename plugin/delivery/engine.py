@@ -1,10 +1,16 @@
-"""The delivery engine of a worker process: the delivery threads that sign and POST, the
-dispatcher that feeds them, and the doorbell watcher that wakes the running job.
+"""The delivery engine of a worker process: the sender (one thread driving every attempt on
+libcurl's multi interface, :mod:`chatbot_webhooks.outbound.sender`), the dispatcher that feeds
+it, and the doorbell watcher that wakes the running job.
 
-Kept from one job to the next (see :mod:`chatbot_webhooks.delivery.jobs`), so that threads and
-kept-alive TCP connections are reused. The decisions of the dispatcher are pure code in
-:mod:`chatbot_webhooks.delivery.dispatch_policy`; this module adds the lock, the threads' queue
+Kept from one job to the next (see :mod:`chatbot_webhooks.delivery.jobs`), so that the sender
+and its kept-alive connections are reused. The decisions of the dispatcher are pure code in
+:mod:`chatbot_webhooks.delivery.dispatch_policy`; this module adds the lock, the sender's queue
 and the clock.
+
+The sender takes the next admitted delivery from the dispatcher's queue whenever it has room
+(``WEBHOOKS_CONCURRENCY`` attempts in flight), signs it right then (the timestamp is the
+attempt's) and hands the outcome back on its thread: the dispatcher lets that host's next
+deliveries through and the result goes to the job's queue. So neither waits for the other.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from queue import Empty, SimpleQueue
 
 from redis import Redis
 
 from ..config import Settings
-from ..outbound.sender import OutboundSettings, Outcome, Sender
+from ..outbound.sender import OutboundSettings, Outcome, Request, Sender
 from ..records import now_ms
 from ..signing import signed_headers
 from ..store import Store
@@ -32,20 +39,27 @@ DOORBELL_WAIT = 0.25
 
 _WAKE = None  # put on the results queue by the doorbell thread
 
+#: One attempt's result as the job gets it.
+Result = tuple[Work, Outcome | None]
+
 
 class Dispatcher:
-    """Hands claimed deliveries to the threads, each host up to its share of them (as its
-    :class:`~chatbot_webhooks.delivery.dispatch_policy.DispatchPolicy` decides, under one lock).
+    """Hands claimed deliveries to the sender, each host up to its share of the attempts in
+    flight (as its :class:`~chatbot_webhooks.delivery.dispatch_policy.DispatchPolicy` decides,
+    under one lock).
 
-    A delivery of a host below its share goes straight to the threads' queue (first come,
-    first served); the others wait, per host, and the thread that finishes an attempt of
-    that host lets the next ones through. So a thread never waits for the job's loop.
+    A delivery of a host below its share goes straight to the sender's queue (first come,
+    first served); the others wait, per host, and each attempt of that host that ends lets the
+    next ones through. So the sender never waits for the job's loop.
     """
 
     def __init__(self, share: int, concurrency: int) -> None:
         self.policy = DispatchPolicy(share, concurrency)
         self.lock = threading.Lock()
-        self.queue: SimpleQueue[Work | None] = SimpleQueue()
+        self.queue: SimpleQueue[Work] = SimpleQueue()
+        #: Called after deliveries were queued from another thread than the sender's (the
+        #: engine sets it: the sender's wake-up).
+        self.ready: Callable[[], None] | None = None
 
     @property
     def waiting(self) -> int:
@@ -57,6 +71,8 @@ class Dispatcher:
             admitted = self.policy.add(works, now)
         for work in admitted:
             self.queue.put(work)
+        if admitted and self.ready is not None:
+            self.ready()
 
     def finished(self, work: Work, seconds: float | None) -> None:
         """An attempt ended (``seconds`` long, or None if it was not made)."""
@@ -68,22 +84,15 @@ class Dispatcher:
 
     def abandon(self) -> list[Work]:
         """Take out every delivery not started yet: those waiting for their host and those
-        queued for a thread. Attempts already in flight run to their end."""
+        queued for the sender. Attempts already in flight run to their end."""
         with self.lock:
             taken = self.policy.take_waiting()
-        stops = 0
         queued: list[Work] = []
         while True:
             try:
-                work = self.queue.get_nowait()
+                queued.append(self.queue.get_nowait())
             except Empty:
                 break
-            if work is None:
-                stops += 1
-            else:
-                queued.append(work)
-        for _ in range(stops):  # the engine is closing: its threads still need their stop
-            self.queue.put(None)
         for work in queued:  # nothing waits any more: this only gives the host's share back
             self.finished(work, None)
         return taken + queued
@@ -98,12 +107,14 @@ class Dispatcher:
 
 
 class Engine:
-    """Per worker process: store, HTTP sender, delivery threads and the doorbell watcher,
-    reused by every job so that TCP connections stay alive from one job to the next."""
+    """Per worker process: store, sender, dispatcher and the doorbell watcher, reused by every
+    job so that connections stay alive from one job to the next."""
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(redis, settings.key_prefix)
+        self.dispatcher = Dispatcher(settings.max_in_flight_per_host,
+                                     settings.concurrency)
         self.sender = Sender(OutboundSettings(
             connect_timeout=settings.connect_timeout,
             timeout=settings.timeout,
@@ -111,61 +122,84 @@ class Engine:
             allow_private=settings.allow_private_urls,
             require_https=settings.require_https,
             user_agent=settings.user_agent,
-        ))
-        self.dispatcher = Dispatcher(settings.max_in_flight_per_host,
-                                     settings.concurrency)
-        self.results: SimpleQueue[tuple[Work, Outcome | None] | None] = SimpleQueue()
+            ca_bundle=settings.ca_bundle or None,
+            proxy_url=settings.proxy_url,
+            max_in_flight=settings.concurrency,
+        ), source=self._next, settled=self._hand_over)
+        #: Finished attempts for the job: one (work, outcome) at a time, or a list of them (a
+        #: turn of the sender's loop); None is the doorbell's wake-up. An outcome of None: not
+        #: attempted (it waited too long), to be put back.
+        self.results: SimpleQueue[Result | list[Result] | None] = SimpleQueue()
+        #: Results of the sender's current turn (its thread only).
+        self._ended: list[Result] = []
         #: Set while a job runs: only then does the doorbell thread take tokens.
         self.listening = threading.Event()
         self._closing = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._doorbell: threading.Thread | None = None
+        self._start_within = settings.start_within
 
     def start(self) -> None:
-        if self._threads:
+        if self._doorbell is not None:
             return
-        for n in range(self.settings.concurrency):
-            self._threads.append(threading.Thread(target=self._deliver, daemon=True,
-                                                  name=f"deliver-{n}"))
-        self._threads.append(threading.Thread(target=self._watch_doorbell, daemon=True,
-                                              name="doorbell"))
-        for thread in self._threads:
-            thread.start()
+        self.dispatcher.ready = self.sender.wake
+        self.sender.start()
+        self._doorbell = threading.Thread(target=self._watch_doorbell, daemon=True,
+                                          name="doorbell")
+        self._doorbell.start()
+        self.sender.wake()  # deliveries queued before the start
 
     def close(self) -> None:
         self._closing.set()
         self.listening.set()
-        for _ in range(self.settings.concurrency):
-            self.dispatcher.queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=self.settings.timeout + 5)
-        self._threads.clear()
+        self.dispatcher.ready = None
+        if self._doorbell is not None:
+            self._doorbell.join(timeout=self.settings.timeout + 5)
+            self._doorbell = None
         self.sender.close()
 
-    def _deliver(self) -> None:
-        """A delivery thread: sign and POST the next delivery until the engine closes."""
-        dispatcher, results, sender = self.dispatcher, self.results, self.sender
-        queue, late = dispatcher.queue, self.settings.start_within
-        while True:
-            work = queue.get()
-            if work is None:
-                return
-            if time.monotonic() - work.claimed > late:
-                # waited for a thread so long that its lease could end before the attempt is
+    def _next(self, room: int) -> list[Request]:
+        """The sender's source (on its thread): up to ``room`` admitted deliveries, signed."""
+        queue, out = self.dispatcher.queue, list[Request]()
+        late = self._start_within
+        now = time.monotonic()
+        while len(out) < room:
+            try:
+                work = queue.get_nowait()
+            except Empty:
+                break
+            if now - work.claimed > late:
+                # waited for the sender so long that its lease could end before the attempt is
                 # recorded (see Settings.start_within): the job puts it back instead
-                dispatcher.finished(work, None)
-                results.put((work, None))
+                self.dispatcher.finished(work, None)
+                self.results.put((work, None))
                 continue
             try:
                 headers = signed_headers(work.keys, work.delivery.event_id, work.body)
                 if work.endpoint.headers:  # the owner's own (their names cannot clash)
                     headers = {**work.endpoint.headers, **headers}
-                outcome = sender.post(work.endpoint.url, work.body, headers)
             except Exception as exc:  # a bug must not lose the delivery: record and retry
-                log.exception("delivery attempt crashed")
-                outcome = Outcome(status=None, error=f"internal error: {exc!r}",
-                                  duration_ms=0.0, retry_after=None, body_excerpt="")
-            dispatcher.finished(work, outcome.duration_ms / 1000)
-            results.put((work, outcome))
+                # (as one attempt that failed, so the job's count of what is out stays right)
+                log.exception("signing a delivery crashed")
+                self._done(Request(work.endpoint.url, work.body, {}, self._done, work),
+                           Outcome(status=None, error=f"internal error: {exc!r}",
+                                   duration_ms=0.0, retry_after=None, body_excerpt=""))
+                continue
+            out.append(Request(work.endpoint.url, work.body, headers, self._done, work))
+        return out
+
+    def _done(self, request: Request, outcome: Outcome) -> None:
+        """An attempt ended (on the sender's thread): its host may take the next one now, the
+        job gets the result with the others of this turn."""
+        work: Work = request.tag
+        self.dispatcher.finished(work, outcome.duration_ms / 1000)
+        self._ended.append((work, outcome))
+
+    def _hand_over(self) -> None:
+        """The sender's turn is over: its results go to the job in one piece (one wake-up of
+        the job's thread for all of them, not one per attempt)."""
+        if self._ended:
+            ended, self._ended = self._ended, []
+            self.results.put(ended)
 
     def _watch_doorbell(self) -> None:
         """Turn doorbell tokens (rung by ``emit``) into wake-ups of the running job."""

@@ -21,7 +21,7 @@ from .engine import Engine
 from .pump import Pump
 
 #: One Engine per (connection target, settings) in a worker process, kept between jobs so that
-#: threads and kept-alive HTTP connections are reused.
+#: the sender and its kept-alive HTTP connections are reused.
 _engines: dict[tuple[str, Settings], Engine] = {}
 
 #: Settings of the worker process (set by ``run_worker``). They win over the settings a job

@@ -5,12 +5,13 @@ Why a loop inside a job instead of one job per delivery: an RQ job costs a few m
 bookkeeping, a forking worker far more, while a kept-alive connection posts in a fraction of
 one. So one job ("pump") claims work in batches from the ``due`` sorted set (one script call
 returns the items with their events) and writes results back in batches (one script call
-stores a batch of deliveries, logs them and trims the logs), while a fixed set of delivery
-threads take the claimed deliveries one after the other and POST them. The threads pick their
-next delivery themselves the moment they are free, so the job's own Redis round trips never
-leave a thread idle. The job waits on one queue fed by both finished attempts and the emit
-doorbell (watched by a helper thread), so a new event starts moving within a millisecond or two
-even while slow receivers keep threads busy.
+stores a batch of deliveries, logs them and trims the logs), while the worker's sender thread
+keeps up to ``WEBHOOKS_CONCURRENCY`` of the claimed deliveries in flight on libcurl's multi
+interface. The sender takes the next delivery itself the moment an attempt ends, so the job's
+own Redis round trips never leave a place in flight idle. The job waits on one queue fed by
+both finished attempts (a turn of the sender's loop at a time) and the emit doorbell (watched
+by a helper thread), so a new event starts moving within a millisecond or two even while slow
+receivers hold many attempts in flight.
 
 Why nothing is lost: a claimed item stays in ``due`` with its score pushed to the end of a
 lease. A fan-out item ("f:") stays there until every delivery it made has its first attempt
@@ -21,20 +22,20 @@ ids derive from event and endpoint), so the log gets no duplicates; should two j
 post one, the delivery stored first keeps its history. An item leaves ``due`` or is
 re-scored only by the script call that records its work, after those writes, so a write that
 Redis refuses (out of memory) cannot leave an item removed and its result unrecorded. A job
-that crashes takes back from its threads what they have not started. Delivery is
+that crashes takes back from the sender what it has not started. Delivery is
 at-least-once, and the event id (``webhook-id``) lets receivers drop duplicates.
 
 Why slow receivers cannot stall the rest: each receiver host:port may use only a share of the
-threads at once (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``), and only once it has shown that it
+attempts in flight (``WEBHOOKS_MAX_IN_FLIGHT_PER_HOST``), and only once it has shown that it
 answers: a host whose last attempt did not end within a second gets an eighth of that share,
-and such hosts together at most half of the threads (see :mod:`.dispatch_policy`). Deliveries
+and such hosts together at most half of them (see :mod:`.dispatch_policy`). Deliveries
 over a host's limit wait in memory only as long as that host is expected to take to get to them
 (at most ``HOLD_SECONDS``, or ``DEFER_MIN_MS`` for a proven host); the rest go back to ``due``
-for when the host should have room, so they neither hold threads nor keep this job from
+for when the host should have room, so they neither hold places in flight nor keep this job from
 claiming work for other hosts.
 
 The parts: the loop of one job is here; claiming and fan-out in :mod:`.claims`, recording
-results in :mod:`.results` (both mixed into :class:`Pump`), the threads in
+results in :mod:`.results` (both mixed into :class:`Pump`), the sender's feed in
 :mod:`.engine`, the per-host rules in :mod:`.dispatch_policy`.
 """
 
@@ -205,12 +206,14 @@ class Pump(Claiming, Recording):
         try:
             first = results.get(timeout=timeout) if timeout > 0.0005 else results.get_nowait()
             while True:
-                if first is not None and first[0].pump is self:
-                    work, outcome = first
-                    if outcome is None:
-                        late.append((work, now_ms()))
-                    else:
-                        done.append((work, outcome))
+                if first is not None:
+                    for work, outcome in first if isinstance(first, list) else (first,):
+                        if work.pump is not self:
+                            continue
+                        if outcome is None:
+                            late.append((work, now_ms()))
+                        else:
+                            done.append((work, outcome))
                 first = results.get_nowait()
         except Empty:
             pass

@@ -1,86 +1,52 @@
-"""Reading a receiver's answer: the response that skips informational (1xx) answers, the
-``Retry-After`` header, and the short, stable error text of an attempt that failed.
+"""Reading a receiver's answer from what libcurl gathered: whether the header block of a final
+answer arrived, the ``Retry-After`` header, and the excerpt of the body the log keeps.
+
+libcurl hands every header line of every response of a transfer to one ``bytearray``
+(:mod:`.handles`): informational (1xx) answers and
+an egress proxy's ``CONNECT`` answer come first, the receiver's final answer last. Only that
+last block counts, and it is parsed only when the answer is a failure (``Retry-After`` means
+nothing on a 2xx).
 """
 
 from __future__ import annotations
 
 import email.utils
-import http.client
-import socket
-import ssl
 from datetime import UTC, datetime
 
-from ..urlrules import UnresolvableHost, UrlRefused
-from .watchdog import _Attempt
+_EXCERPT_CHARS = 1024
+#: Enough bytes for 1024 characters of UTF-8 (4 bytes each at most) and one cut in two.
+_EXCERPT_BYTES = 4 * _EXCERPT_CHARS + 4
 
 
-class _Response(http.client.HTTPResponse):
-    """An answer that starts after any informational (1xx) responses before it.
-
-    ``http.client`` skips a ``100 Continue`` but takes any other 1xx (``103 Early Hints``)
-    for the answer itself, leaving the real answer unread on the connection, to be taken for
-    the answer to the next delivery sent on it. Here every informational status line reads as
-    ``100``, so ``begin`` skips its header block and reads on to the final answer. A ``101
-    Switching Protocols`` is no informational answer: it ends the HTTP exchange, and ``_send``
-    refuses it.
-    """
-
-    def _read_status(self) -> tuple[str, int, str]:
-        version, status, reason = super()._read_status()  # type: ignore[misc]
-        if 100 < status < 200 and status != 101:
-            return version, 100, reason
-        return version, status, reason
+def headers_complete(block: bytearray) -> bool:
+    """Whether the last header block ended (its blank line arrived): a status line alone, or
+    a block cut at the deadline, proves nothing about the answer."""
+    return block.endswith(b"\r\n\r\n") or block.endswith(b"\n\n")
 
 
-class _Interim(http.client.HTTPException):
-    """The receiver answered with an informational status and no final answer."""
+def last_header(block: bytearray, name: bytes) -> str | None:
+    """The value of header ``name`` (lower case) in the last response's header block."""
+    start = block.rfind(b"\nHTTP/")  # a header line never starts with "HTTP/" (no "/" in names)
+    lines = bytes(block[start + 1 if start >= 0 else 0:]).split(b"\n")
+    for line in lines[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return None
 
 
-def _describe(exc: BaseException, attempt: _Attempt) -> str:
-    """Turn the exception chain of a failed attempt into a short, stable error text."""
-    if attempt.expired:
-        return "timeout"  # whatever broke, it broke because the watchdog cut the socket
-    chain = _chain(exc)
-    for link in chain:
-        if isinstance(link, UnresolvableHost):
-            return str(link)
-        if isinstance(link, UrlRefused):
-            return f"refused: {link}"
-    for link in chain:
-        if isinstance(link, TimeoutError | socket.timeout):
-            return "timeout"
-        if isinstance(link, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(link, ConnectionResetError):
-            return "connection reset"
-        if isinstance(link, ssl.SSLError | ssl.CertificateError):
-            reason = getattr(link, "reason", None) or type(link).__name__
-            return f"tls error: {reason}"
-    for link in chain:
-        if isinstance(link, http.client.RemoteDisconnected | http.client.IncompleteRead
-                      | BrokenPipeError):
-            return "connection closed by receiver"
-        if isinstance(link, _Interim):
-            return f"invalid response: {link}"
-        if isinstance(link, http.client.InvalidURL | ValueError):
-            return f"invalid request: {link}"
-        if isinstance(link, http.client.HTTPException):
-            return f"invalid response: {type(link).__name__}"
-    return f"connection error: {type(exc).__name__}"
+def retry_after(block: bytearray) -> float | None:
+    """Seconds to wait according to the final answer's ``Retry-After``, if any and valid."""
+    return _parse_retry_after(last_header(block, b"retry-after"))
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception with its causes, contexts and wrapped reasons, outermost first."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 32:
-        link = todo.pop(0)
-        if any(link is known for known in seen):
-            continue
-        seen.append(link)
-        nested = [link.__cause__, link.__context__, getattr(link, "reason", None), *link.args]
-        todo.extend(item for item in nested if isinstance(item, BaseException))
-    return seen
+def excerpt(body: bytearray) -> str:
+    """The start of the (capped) body, decoded leniently, at most 1024 characters."""
+    if not body:
+        return ""
+    if len(body) <= _EXCERPT_CHARS:
+        return body.decode("utf-8", errors="replace")
+    return body[:_EXCERPT_BYTES].decode("utf-8", errors="replace")[:_EXCERPT_CHARS]
 
 
 def _parse_retry_after(value: str | None) -> float | None:
