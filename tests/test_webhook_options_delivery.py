@@ -6,6 +6,7 @@ a rotation and fail with another key."""
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from typing import Any
 
 from chatbot_webhooks import get_state
@@ -102,3 +103,35 @@ def test_ed25519_deliveries_verify_with_the_public_key_before_and_after_a_rotati
     assert nacl_verifies(second_key, after) and nacl_verifies(first_key, after)
     assert not nacl_verifies(public_key(new_secret(ED25519)), after)
     assert final(client, alice, "quote", hook, count=2)[0]["status"] == "succeeded"
+
+
+def test_a_rate_limit_holds_for_the_whole_fleet_and_costs_no_failures(
+    app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, workers: Workers,
+) -> None:
+    """5 deliveries/s for a webhook, 40 events, two worker processes: no second of arrivals
+    holds more than 6, every event arrives once, every delivery succeeded on its first
+    attempt; a test event skips the queue."""
+    hook = add_hook(client, alice, "quote", receiver.url(), rate_limit=5)
+    state = get_state(app)
+    ids = [state.emit(alice.bots["quote"], "quote.created", {"n": n}) for n in range(40)]
+    workers.start(2)
+    receiver.wait_for(3)  # flowing, at the limit's pace
+    test = client.post(f"{HOOKS.format(alice.bots['quote'])}/{hook['id']}/test",
+                       headers=alice.headers)
+    assert test.status_code == 202
+    test_id = test.get_json()["event_id"]
+    got = receiver.wait_for(41, timeout=30)
+    arrived = [r.headers["webhook-id"] for r in got]
+    assert sorted(arrived) == sorted([*ids, test_id])  # each once, nothing lost
+    # the test event did not wait behind the backlog
+    assert arrived.index(test_id) < 30
+    per_second = Counter(int(r.at) for r in got if r.headers["webhook-id"] != test_id)
+    assert max(per_second.values()) <= 6, per_second
+    # the span of 40 evenly spaced deliveries at 5/s: about 8 s (39 intervals of 0.2 s)
+    times = sorted(r.at for r in got if r.headers["webhook-id"] != test_id)
+    assert times[-1] - times[0] >= 39 / 5 * 0.9
+    logged = final(client, alice, "quote", hook, count=41)
+    assert all(d["status"] == "succeeded" and len(d["attempts"]) == 1 for d in logged)
+    shown = client.get(f"{HOOKS.format(alice.bots['quote'])}/{hook['id']}",
+                       headers=alice.headers).get_json()
+    assert shown["active"] and not shown["disabled_reason"]

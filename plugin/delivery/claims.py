@@ -14,7 +14,7 @@ import time
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from ..events import payload_for, utc_iso
+from ..events import TEST_EVENT, payload_for, utc_iso
 from ..outbound.sender import Outcome
 from ..records import (
     PENDING,
@@ -28,6 +28,7 @@ from ..records import (
 from ..signing import SignatureError, SigningKey, signing_key
 from .filters import Filter, FilterInvalid
 from .loop_state import LoopState
+from .pacing import HORIZON_MS
 from .work import _GONE, Work, _Event
 
 #: The delivery loop's logger: one name for all its parts.
@@ -95,6 +96,8 @@ class Claiming(LoopState):
         self.later_done.extend(gone)
         if ready:
             self.outstanding += len(ready)
+            ready = self._pace(ready, now)
+        if ready:
             self.dispatcher.add(ready, now)
         self.per_item = 0.7 * self.per_item + 0.3 * max(1.0, made / len(claimed))
         return True
@@ -179,6 +182,42 @@ class Claiming(LoopState):
             return
         work.host = _host_of(endpoint.url)
         ready.append(work)
+
+    def _pace(self, ready: list[Work], now: float) -> list[Work]:
+        """What may go to the dispatcher now. Deliveries of rate-limited webhooks (test events
+        aside) take slots from their webhook's shared budget first, in one script call: one
+        whose slot is later waits in the pacer, one without a slot goes back to ``due`` for
+        when its turn should come (see :mod:`.pacing`)."""
+        limited: dict[str, list[Work]] = {}
+        go: list[Work] = []
+        for work in ready:
+            if work.endpoint.rate_limit and work.delivery.event != TEST_EVENT:
+                limited.setdefault(work.endpoint.id, []).append(work)
+            else:
+                go.append(work)
+        if not limited:
+            return ready
+        horizon = int(min(HORIZON_MS, self.settings.start_within * 500))
+        slots = self.store.take_slots(
+            {e: (works[0].endpoint.rate_limit, len(works)) for e, works in limited.items()},
+            horizon)
+        wall = now_ms()
+        later: list[tuple[Work, int]] = []
+        for endpoint_id, works in limited.items():
+            got = slots[endpoint_id]
+            for n, work in enumerate(works):
+                if n < got.granted:
+                    delay = (got.first_ms + n * got.interval_ms - got.now_ms) / 1000
+                    if delay <= 0.001:
+                        go.append(work)
+                    else:
+                        self.pacer.hold(work, now + delay)
+                else:  # due when its slot should come (on this worker's clock)
+                    ahead = got.next_ms - got.now_ms + (n - got.granted) * got.interval_ms
+                    later.append((work, wall + int(ahead)))
+        if later:
+            self._put_back(later)
+        return go
 
     def _filter_of(self, endpoint: Endpoint) -> Filter:
         """The endpoint's filter, compiled once per read of the bot's endpoints. A stored

@@ -17,6 +17,7 @@ from ..signing import SigningKey
 from ..store import Store
 from .engine import Dispatcher
 from .filters import Filter
+from .pacing import Pacer
 from .work import Work, _Event
 
 
@@ -45,5 +46,12 @@ class LoopState:
     _bots: dict[str, tuple[int, list[Endpoint]]]
     _events: dict[str, _Event]
     _keys: dict[str, tuple[list[SigningKey], float]]
+    #: Deliveries of rate-limited webhooks waiting for their slot.
+    pacer: Pacer
     #: Per endpoint with a filter: the compiled filter.
     _filters: dict[str, Filter]
+
+    def _put_back(self, put_back: list[tuple[Work, int]]) -> None:
+        """Give deliveries not attempted back to ``due`` at the given times (ms); the
+        recording part does it (``Recording._put_back``), the claiming part needs it too."""
+        raise NotImplementedError

@@ -55,6 +55,7 @@ from .claims import Claiming
 from .engine import Engine
 from .enqueue import enqueue_pump
 from .filters import Filter
+from .pacing import Pacer
 from .results import Recording
 from .work import Work, _Event
 
@@ -109,6 +110,8 @@ class Pump(Claiming, Recording):
         self._events: dict[str, _Event] = {}
         self._keys: dict[str, tuple[list[SigningKey], float]] = {}
         self._filters: dict[str, Filter] = {}
+        #: Deliveries of rate-limited webhooks waiting for their slot (counted as outstanding).
+        self.pacer = Pacer()
         #: Deliveries webhooks' filters dropped since the last batch, by event name.
         self.filtered: Counter[str] = Counter()
         self.attempted = 0
@@ -152,8 +155,12 @@ class Pump(Claiming, Recording):
                 self._put_back_overdue(now)
             if self._writes_waiting():
                 self._record([])
+            if self.pacer:
+                released = self.pacer.due(now)
+                if released:
+                    self.dispatcher.add(released, now)
             if self.outstanding > 0:
-                self._collect(BUSY_WAIT)
+                self._collect(self.pacer.wait(time.monotonic(), BUSY_WAIT))
                 continue
             if claimed:
                 continue
@@ -174,7 +181,7 @@ class Pump(Claiming, Recording):
         """One step of a warm shutdown: deliveries not started go back to ``due`` (due now,
         for another worker), attempts in flight are awaited and recorded. True once nothing
         is left, the job's slot handed over."""
-        taken = self.dispatcher.abandon()
+        taken = self.dispatcher.abandon() + self.pacer.take_all()
         if taken:
             due = now_ms()
             self._put_back([(work, due) for work in taken if work.pump is self])

@@ -26,6 +26,8 @@ Key layout (``p`` is the configured prefix)::
     p workers:info          hash   worker -> JSON {host, pid, at (ms of its last beat)}
     p disabled              set    ids of webhooks deactivated by failures or a 410
     p metrics               hash   the fleet's counters (see chatbot_webhooks.store.tally)
+    p rl:{id}               string a rate-limited webhook's budget: when its next delivery may
+                                   go (ms, Redis' clock; see chatbot_webhooks.store.budgets)
     p key:{name}            string a key every process shares (the portal's signing key)
     p used:{token}          string a portal link that was opened (for the link's lifetime)
     p mark:{digest}         string "show this session the webhook's new secret once"
