@@ -4,7 +4,8 @@ environment, so the whole system can be tried without a platform of one's own.
     flask --app wsgi run
     flask --app wsgi webhooks worker
 
-``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and every ``WEBHOOKS_*`` variable are read.
+``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``), ``DATABASE_URL`` (the history database;
+default a SQLite file in the instance folder) and every ``WEBHOOKS_*`` variable are read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ webhooks = ChatbotWebhooks()
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config["WEBHOOKS_REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if os.environ.get("DATABASE_URL"):
+        app.config["WEBHOOKS_DATABASE_URL"] = os.environ["DATABASE_URL"]
     app.config["WEBHOOKS_HEALTH_ROUTES"] = True  # GET /healthz and /readyz
     app.config["WEBHOOKS_METRICS"] = True  # GET /metrics (WEBHOOKS_METRICS=false: off)
     app.config["WEBHOOKS_PORTAL_PREFIX"] = "/portal"

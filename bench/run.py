@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import report, scenarios
+from . import history, report, scenarios
 from .stack import ProxyProcess, ReceiverProcess, RedisProcess
 
 COMMAND = ".venv/bin/python -m bench.run"
@@ -41,12 +41,17 @@ def main() -> None:
                              "round; RESULTS.md gets their summary (needs py-spy: "
                              "scripts/setup-env dev bench)")
     parser.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
+    parser.add_argument("--history-rows", type=int, default=history.ROWS,
+                        help="deliveries in the database for the log page and retention rows "
+                             f"(default {history.ROWS:,}; smaller to try them quickly)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     redis = RedisProcess()
     os.environ["REDIS_URL"] = redis.url  # importing wsgi must never reach another Redis
     receiver = ReceiverProcess(args.receiver_processes)
-    bench = scenarios.Bench(cores=cores, redis=redis, receiver=receiver, profile=args.profile)
+    database = history.HistoryDatabase()
+    bench = scenarios.Bench(cores=cores, redis=redis, receiver=receiver, profile=args.profile,
+                            database=database)
     only = {name for name in args.only.split(",") if name}
     proxy: ProxyProcess | None = None
     if not only or only & {"proxy", "ceiling_proxy"}:
@@ -88,7 +93,13 @@ def main() -> None:
                 bench, "metrics_off", 1, 1, 20_000, WEBHOOKS_METRICS_COUNTING="false"),
                 rounds=True)
             run("hanging", lambda: scenarios.hanging(bench), rounds=True)
+            run("throughput_paused", lambda: scenarios.drain(
+                bench, "throughput_paused", 1, 1, 20_000, WEBHOOKS_HISTORY_WRITER="false"),
+                rounds=True)
             run("fanout", lambda: scenarios.drain(bench, "fanout", 1, 100, 200), rounds=True)
+            run("fanout_paused", lambda: scenarios.drain(
+                bench, "fanout_paused", 1, 100, 200, WEBHOOKS_HISTORY_WRITER="false"),
+                rounds=True)
             run("slow", lambda: scenarios.drain(bench, "slow", 1, 1, 20_000, path="/slow"),
                 rounds=True)
             run("slow_1024", lambda: scenarios.drain(
@@ -109,6 +120,8 @@ def main() -> None:
         run("api", lambda: scenarios.api(bench))
         run("emit_http", lambda: scenarios.emit_http(bench))
         run("memory", lambda: scenarios.webhook_memory(bench))
+        run("log_page", lambda: history.log_page(bench, args.history_rows))
+        run("retention", lambda: history.retention(bench, args.history_rows))
         run("scaling", lambda: [scenarios.scaling(bench, count)
                                 for count in scenarios.SCALING_WORKERS])
     finally:
@@ -116,6 +129,7 @@ def main() -> None:
             proxy.close()
         receiver.close()
         redis.close()
+        database.close()
     found = report.rows(results, cores)
     print()
     print(report.table(found))

@@ -21,13 +21,16 @@ from typing import Any
 from chatbot_webhooks import ChatbotWebhooks
 from chatbot_webhooks.control import endpoints
 from chatbot_webhooks.events import QUOTE_GENERATION, build_event, new_event_id, new_id, utc_iso
+from chatbot_webhooks.history.schema import attempts
 from chatbot_webhooks.host import Chatbot
 from chatbot_webhooks.records import fan_out_item
 from chatbot_webhooks.signing import new_secret
 from chatbot_webhooks.state import WebhooksState, get_state
 from flask import Flask
 from rq import Queue
+from sqlalchemy import func, select
 
+from .history import written
 from .stack import (
     BENCH,
     ROOT,
@@ -107,15 +110,22 @@ class Bench:
     #: Scenarios profiled already: only the first round is, so the other rounds' figures are
     #: free of the sampler's cost (the medians barely feel it).
     profiled: set[str] = field(default_factory=set)
+    #: The history database every scenario writes to (PostgreSQL; see bench/history.py).
+    database: Any = None
 
     def settings(self, **extra: str) -> dict[str, str]:
-        """A fresh prefix and queue for a scenario, after flushing Redis and the receiver."""
+        """A fresh prefix and queue for a scenario, after flushing Redis, the receiver and the
+        history database."""
         self.redis.client.flushall()
         self.receiver.reset()
         self.scenario_count += 1
         name = f"bench{self.scenario_count}"
+        database = {}
+        if self.database is not None:
+            self.database.empty()
+            database = {"WEBHOOKS_DATABASE_URL": self.database.url}
         return {**BASE_SETTINGS, "WEBHOOKS_KEY_PREFIX": f"{name}:", "WEBHOOKS_QUEUE": name,
-                **extra}
+                **database, **extra}
 
     def app(self, settings: dict[str, str]) -> Flask:
         from wsgi import create_app
@@ -125,6 +135,8 @@ class Bench:
     def meter(self, workers: Workers | None = None, **more: Any) -> CpuMeter:
         parts: dict[str, Any] = {"redis": lambda: cpu_seconds(self.redis.pid),
                                  "receiver": self.receiver.cpu}
+        if self.database is not None:
+            parts["postgres"] = self.database.postgres_cpu
         if workers is not None:
             parts["workers"] = workers.cpu
             parts["of which job loop"] = workers.loop_cpu
@@ -294,8 +306,20 @@ def drain(bench: Bench, key: str, bots: int, hooks_per_bot: int, per_bot: int,
         stats = bench.receiver.wait_count(kind, total, timeout=600)
         received = stats["last_ms"] / 1000 - started
         recorded = wait_recorded(state, 120) - started
+        history: dict[str, Any] = {}
+        if bench.database is not None and extra.get("WEBHOOKS_HISTORY_WRITER") != "false":
+            history["written_s"] = round(written(state, 300) - started, 3)
         meter.stop()
         retries = state.store.redis.zcard(state.store.due_key)
+        if history:  # Redis once the history is written; what the database holds
+            history["memory_written"] = bench.redis.used_memory()
+            history["db_sizes"] = bench.database.sizes()
+            with state.history.engine.connect() as connection:
+                history["attempts"] = connection.execute(
+                    select(func.count()).select_from(attempts)).scalar_one()
+        else:
+            history["history_backlog"] = state.store.history_state()[0]
+    state.history.engine.dispose()
     bench.note(key, meter)
     return {
         "rate": total / received, "deliveries": total, "events": bots * per_bot,
@@ -305,21 +329,28 @@ def drain(bench: Bench, key: str, bots: int, hooks_per_bot: int, per_bot: int,
         "received_s": round(received, 3), "recorded_s": round(recorded, 3),
         "extra_requests": bench.receiver.stats()[kind] - total, "retries_due": retries,
         "memory_empty": memory_empty, "memory_events": memory_events,
-        "memory_after": bench.redis.used_memory(),
+        "memory_after": bench.redis.used_memory(), **history,
+        "cpu_us_per_delivery": {part: round(used / total * 1e6, 1)
+                                for part, used in meter.used.items()},
     }
 
 
 # -- (3) and (4) latency ------------------------------------------------------------------------
 
-def paced_emits(state: WebhooksState, bot_ids: list[str], rate: float, seconds: float
-                ) -> dict[str, float]:
-    """Emit ``rate`` events/s round robin over the bots; returns event id -> emit time (ms)."""
+def paced_emits(state: WebhooksState, bot_ids: list[str], rate: float, seconds: float,
+                bots: dict[str, str] | None = None) -> dict[str, float]:
+    """Emit ``rate`` events/s round robin over the bots; returns event id -> emit time (ms)
+    (and, in ``bots``, event id -> its bot)."""
     sent: dict[str, float] = {}
     start = time.monotonic() + 0.05
     for i in range(int(rate * seconds)):
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
         at = time.time() * 1000
-        sent[state.emit(bot_ids[i % len(bot_ids)], EVENT, DATA)] = at
+        bot = bot_ids[i % len(bot_ids)]
+        event_id = state.emit(bot, EVENT, DATA)
+        sent[event_id] = at
+        if bots is not None:
+            bots[event_id] = bot
     return sent
 
 
@@ -390,11 +421,10 @@ def hanging(bench: Bench, bots: int = 100, per_bot: int = 200, hang_share: float
         bench.receiver.reset()
         meter2 = bench.meter(pool, emitter=lambda: cpu_seconds(os.getpid()))
         meter2.start()
-        sent = paced_emits(state, bot_ids, rate, seconds)
+        sent_to: dict[str, str] = {}
+        sent = paced_emits(state, bot_ids, rate, seconds, sent_to)
         meter2.stop()
-        events = state.store.get_events(list(sent))
-        sent = {i: at for i, at in sent.items()
-                if i in events and events[i]["chatbot"]["id"] in healthy_bots}
+        sent = {i: at for i, at in sent.items() if sent_to[i] in healthy_bots}
         found = latencies(bench, sent, 30)
         still_due = state.store.redis.zcard(state.store.due_key)
     bench.note("hanging", meter)

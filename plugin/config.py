@@ -17,8 +17,28 @@ from urllib.parse import unquote, urlsplit
 DEFAULTS: dict[str, tuple[Any, str]] = {
     "WEBHOOKS_REDIS_URL": (
         "redis://127.0.0.1:6379/0",
-        "Redis holding webhooks, events, deliveries and the RQ queue (ignored when a "
-        "connection is passed to the extension). `wsgi.py` reads `REDIS_URL`.",
+        "Redis holding the live work: webhooks, the due set, pending deliveries, the history "
+        "backlog, counters and the RQ queue (ignored when a connection is passed to the "
+        "extension). `wsgi.py` reads `REDIS_URL`.",
+    ),
+    "WEBHOOKS_DATABASE_URL": (
+        "",
+        "SQLAlchemy URL of the database holding the history (events, deliveries, attempts); "
+        "`postgres://` and `postgresql://` mean psycopg 3. Empty: a SQLite file "
+        "(`chatbot_webhooks.sqlite3`) in the Flask instance folder. `wsgi.py` reads "
+        "`DATABASE_URL`.",
+    ),
+    "WEBHOOKS_DATABASE_TIMEOUT": (
+        2.0,
+        "Seconds a history read or the web side's own history write waits to connect and "
+        "for its statement; while the database is away, log pages answer 503 within about "
+        "this long.",
+    ),
+    "WEBHOOKS_HISTORY_WRITER": (
+        True,
+        "Each worker process writes the history backlog to the database (false: it only "
+        "delivers, and the backlog waits in Redis; for measuring the writer's cost, or "
+        "when other workers write).",
     ),
     "WEBHOOKS_REDIS_TIMEOUT": (
         2.0,
@@ -62,8 +82,16 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "WEBHOOKS_CONNECT_TIMEOUT": (3.0, "Seconds to wait for a receiver's TCP/TLS connection."),
     "WEBHOOKS_TIMEOUT": (10.0, "Total seconds one delivery attempt may take."),
     "WEBHOOKS_MAX_RESPONSE_BYTES": (16384, "Bytes of a receiver's response read at most."),
-    "WEBHOOKS_LOG_MAX_PER_WEBHOOK": (1000, "Deliveries kept in each webhook's log."),
-    "WEBHOOKS_LOG_MAX_AGE": (7 * 86400, "Seconds events and deliveries are kept."),
+    "WEBHOOKS_LOG_MAX_PER_WEBHOOK": (
+        1000,
+        "Deliveries kept in each webhook's log in the database (a pending one is never "
+        "trimmed).",
+    ),
+    "WEBHOOKS_LOG_MAX_AGE": (
+        7 * 86400,
+        "Seconds events and deliveries are kept in the database (PostgreSQL drops them a "
+        "day at a time, reads never show older ones).",
+    ),
     "WEBHOOKS_CONCURRENCY": (
         128,
         "Deliveries in flight at once in one worker process (all on its one sender thread: "
@@ -230,6 +258,9 @@ class Settings:
     """Parsed configuration. Plain values only, so it can travel to RQ jobs as a dict."""
 
     redis_url: str
+    database_url: str
+    database_timeout: float
+    history_writer: bool
     redis_timeout: float
     health_routes: bool
     key_prefix: str
@@ -309,7 +340,8 @@ class Settings:
         return cls(**values)
 
 
-_NOT_IN_JOBS = ("platform_key", "redis_url", "metrics_token", "portal_secret_key", "proxy_url")
+_NOT_IN_JOBS = ("platform_key", "redis_url", "database_url", "metrics_token",
+                "portal_secret_key", "proxy_url")
 
 #: Seconds an attempt may take beyond its timeout and connect timeout until it is recorded
 #: (see :attr:`Settings.start_within`).
@@ -323,6 +355,7 @@ MIN_START_WITHIN = 1.0
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "allow_private_urls": _bool,
     "health_routes": _bool,
+    "history_writer": _bool,
     "require_https": _bool,
     "retry_delays": parse_delays,
     "proxy_url": _proxy_url,
@@ -367,6 +400,8 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
             raise ValueError(f"WEBHOOKS_{name.upper()} must be at least 1")
     if settings.redis_timeout <= 0:
         raise ValueError("WEBHOOKS_REDIS_TIMEOUT must be > 0")
+    if settings.database_timeout <= 0:
+        raise ValueError("WEBHOOKS_DATABASE_TIMEOUT must be > 0")
     if settings.log_format not in LOG_FORMATS:
         raise ValueError(f"WEBHOOKS_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     if not settings.metrics_path.startswith("/"):

@@ -15,11 +15,14 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 from redis import Redis
 from rq import Queue
+from sqlalchemy.engine import Engine
 
 from .api import register_api
 from .cli import webhooks_cli
 from .config import DEFAULTS, settings_from_config
 from .control.limits import RateLimits
+from .history import History
+from .history.database import default_url, make_engine
 from .host import (
     CallerIdentity,
     Chatbot,
@@ -44,13 +47,15 @@ class ChatbotWebhooks:
     (``identity(request) -> owner id | None``). Either may be left out to use the built-in
     Redis-backed defaults (bots added with ``flask webhooks add-chatbot``, API keys made with
     ``flask webhooks create-key``). ``redis`` is a connection to use instead of
-    ``WEBHOOKS_REDIS_URL``.
+    ``WEBHOOKS_REDIS_URL``; ``database`` a SQLAlchemy engine (the platform's own) to keep the
+    history in instead of ``WEBHOOKS_DATABASE_URL``.
 
     Configuration keys (all ``setdefault``-ed, see :data:`chatbot_webhooks.config.DEFAULTS`):
     ``WEBHOOKS_REDIS_URL``, ``WEBHOOKS_KEY_PREFIX``, ``WEBHOOKS_QUEUE``, ``WEBHOOKS_URL_PREFIX``,
     ``WEBHOOKS_ALLOW_PRIVATE_URLS``, ``WEBHOOKS_REQUIRE_HTTPS``, ``WEBHOOKS_MAX_BODY_BYTES``,
     ``WEBHOOKS_PLATFORM_KEY``, ``WEBHOOKS_RETRY_DELAYS``, ``WEBHOOKS_SECRET_OVERLAP``, the
-    timeouts (``WEBHOOKS_REDIS_TIMEOUT`` among them), ``WEBHOOKS_HEALTH_ROUTES`` and the
+    timeouts (``WEBHOOKS_REDIS_TIMEOUT`` among them), ``WEBHOOKS_HEALTH_ROUTES``,
+    ``WEBHOOKS_DATABASE_URL`` (default: a SQLite file in the app's instance folder) and the
     delivery log limits.
     """
 
@@ -61,10 +66,12 @@ class ChatbotWebhooks:
         chatbots: ChatbotDirectory | Callable[[str], Chatbot | None] | None = None,
         identity: CallerIdentity | None = None,
         redis: Redis | None = None,
+        database: Engine | None = None,
     ) -> None:
         self._chatbots = chatbots
         self._identity = identity
         self._redis = redis
+        self._database = database
         self._states: list[WebhooksState] = []
         if app is not None:
             self.init_app(app)
@@ -76,6 +83,7 @@ class ChatbotWebhooks:
         chatbots: ChatbotDirectory | Callable[[str], Chatbot | None] | None = None,
         identity: CallerIdentity | None = None,
         redis: Redis | None = None,
+        database: Engine | None = None,
     ) -> WebhooksState:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
@@ -87,12 +95,17 @@ class ChatbotWebhooks:
         settings = settings_from_config(app.config)
         conn = redis or self._redis or web_client(settings.redis_url, settings.redis_timeout)
         store = Store(conn, settings.key_prefix)
+        engine = database or self._database or make_engine(
+            settings.database_url or default_url(app.instance_path), settings.database_timeout)
+        history = History(engine, max_age_s=settings.log_max_age,
+                          keep_per_webhook=settings.log_max_per_webhook)
         builtin_chatbots = RedisChatbots(conn, settings.key_prefix)
         api_keys = RedisApiKeys(conn, settings.key_prefix)
         lookup = chatbots or self._chatbots
         state = WebhooksState(
             settings=settings,
             store=store,
+            history=history,
             chatbots=as_directory(lookup) if lookup is not None else builtin_chatbots,
             identify=identity or self._identity or api_keys.identify,
             builtin_chatbots=builtin_chatbots,

@@ -23,6 +23,10 @@ PENDING = "pending"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 
+#: The outcome stored with an attempt that was never made (the webhook inactive or deleted,
+#: the event expired): the metrics' outcomes are only for attempts made.
+NOT_SENT = "not_sent"
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -169,6 +173,13 @@ class Delivery:
                 fast_json(self.attempts).decode(),
                 self.next_attempt_at, self.redelivery_of]
 
+    def history_row(self) -> bytes:
+        """The delivery as the history backlog carries it (:data:`HISTORY_ROW`): one compact
+        JSON array with its attempts so far, as the database writer reads it back."""
+        return fast_json([self.id, self.event_id, self.event, self.endpoint_id,
+                          self.chatbot_id, self.status, self.created_ms, self.next_attempt_at,
+                          self.redelivery_of, self.attempts])
+
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Delivery:
         return cls(
@@ -189,6 +200,12 @@ class Delivery:
 #: The fields of a delivery hash, in the order of :meth:`Delivery.hash_values`.
 DELIVERY_FIELDS = ("id", "event_id", "event", "endpoint_id", "chatbot_id", "status", "created_at",
                    "created_ms", "attempts", "next_attempt_at", "redelivery_of")
+
+
+#: The fields of :meth:`Delivery.history_row`, in order (``attempts``: a list of objects with
+#: ``at``, ``status``, ``error``, ``duration_ms``, ``response`` and ``outcome``).
+HISTORY_ROW = ("id", "event_id", "event", "endpoint_id", "chatbot_id", "status", "created_ms",
+               "next_attempt_at", "redelivery_of", "attempts")
 
 
 def delivery_id_for(event_id: str, endpoint_id: str) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 from redis.exceptions import RedisError
 from rq import Queue
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import events as catalogue
 from .config import Settings
@@ -21,6 +22,9 @@ from .control.limits import RateLimits
 from .delivery.enqueue import enqueue_pump
 from .errors import Gone, NotFound, Unavailable
 from .events import TEST_EVENT, build_event, is_id, new_event_id, new_id, utc_iso
+from .history import History
+from .history.database import HistoryUnavailable
+from .history.rows import HistoryBatch
 from .host import CallerIdentity, Chatbot, ChatbotDirectory, RedisApiKeys, RedisChatbots
 from .ops.readiness import readiness
 from .records import PENDING, Delivery, Endpoint, now_ms
@@ -48,6 +52,8 @@ class WebhooksState:
 
     settings: Settings
     store: Store
+    #: The history database (events, deliveries, attempts) the log reads come from.
+    history: History
     chatbots: ChatbotDirectory
     identify: CallerIdentity
     builtin_chatbots: RedisChatbots
@@ -154,40 +160,55 @@ class WebhooksState:
             data={"message": "This is a test event sent from the webhook settings."},
             conversation_id=None, created_at=utc_iso(),
         )
-        return self._queue_delivery(endpoint, envelope, redelivery_of="", store_event=True)
+        return self._queue_delivery(endpoint, envelope, redelivery_of="", new_event=True)
 
     def redeliver(self, endpoint: Endpoint, delivery_id: str) -> Delivery:
-        """Send a logged delivery's event again, with the same event id."""
-        original = self.store.get_delivery(delivery_id) if is_id(delivery_id, "dlv") else None
+        """Send a logged delivery's event again, with the same event id. The delivery is looked
+        up among the live ones (still pending, in Redis), then in the history."""
+        if not is_id(delivery_id, "dlv"):
+            raise NotFound(f"No delivery '{delivery_id}' for webhook '{endpoint.id}'.")
+        live = self.store.live_deliveries([delivery_id])[0]
+        original = live[0] if live else self.history.get_delivery(delivery_id)
         if original is None or original.endpoint_id != endpoint.id:
             raise NotFound(f"No delivery '{delivery_id}' for webhook '{endpoint.id}'.")
-        envelope = self.store.get_event(original.event_id)
+        envelope = (json.loads(live[1]) if live and live[1] else
+                    self.store.get_event(original.event_id)
+                    or self.history.get_event(original.event_id))
         if envelope is None:
             raise Gone(f"Event '{original.event_id}' has expired and cannot be redelivered.")
         return self._queue_delivery(endpoint, envelope, redelivery_of=original.id,
-                                    store_event=False)
+                                    new_event=False)
 
     def _queue_delivery(
         self, endpoint: Endpoint, envelope: dict[str, Any], *, redelivery_of: str,
-        store_event: bool,
+        new_event: bool,
     ) -> Delivery:
+        """Store a delivery due now with the envelope it sends, start a job; its history (and
+        the event's, when it is ``new_event``) goes to the backlog with it, and straight to
+        the database too, so the log shows it at once (when the database answers)."""
         created = now_ms()
         delivery = Delivery(
             id=new_id("dlv"), event_id=envelope["id"], event=envelope["event"],
             endpoint_id=endpoint.id, chatbot_id=endpoint.chatbot_id, status=PENDING,
             created_at=utc_iso(created / 1000), created_ms=created, redelivery_of=redelivery_of,
         )
-        ttl = self.settings.log_max_age
+        body = json.dumps(envelope, separators=(",", ":")).encode()
         pipe = self.store.redis.pipeline(transaction=True)
-        if store_event:
-            self.store.add_event(envelope, ttl=ttl, fan_out=False, recent=0, pipe=pipe)
-        self.store.add_delivery(pipe, delivery, ttl=ttl, due_at_ms=created)
-        self.store.trim_log(pipe, endpoint.id, self.settings.log_max_per_webhook, ttl)
+        self.store.add_delivery(pipe, delivery, body, ttl=self.settings.log_max_age,
+                                due_at_ms=created, event=envelope if new_event else None)
         self.store.ring(pipe)
         pump_id = new_id("pump")
         self.store.reserve_pump_in(pipe, pump_id, PUMP_RESERVATION)
         if pipe.execute()[-1] is not None:
             self.enqueue_pump(pump_id)
+        batch = HistoryBatch()
+        batch.add_entry(delivery.history_row().join((b'{"d":[', b"]}")))
+        if new_event:
+            batch.add_event(envelope)
+        try:
+            self.history.write(batch)
+        except (HistoryUnavailable, SQLAlchemyError):  # not now: the backlog carries it, the writer
+            pass  # stores it once the database answers (or is upgraded)
         return delivery
 
     def enqueue_pump(self, pump_id: str) -> None:

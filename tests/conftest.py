@@ -1,9 +1,11 @@
-"""Shared fixtures: a private real Redis, the runnable host app, owners with API keys, bots of
-every type, real HTTP receivers and real worker processes."""
+"""Shared fixtures: a private real Redis, a real PostgreSQL database of the run's own (and
+SQLite files, for the tests that run on both), the runnable host app, owners with API keys,
+bots of every type, real HTTP receivers and real worker processes."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -13,13 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from chatbot_webhooks import get_state
+from chatbot_webhooks.history import migrate
+from chatbot_webhooks.history.database import make_engine
+from chatbot_webhooks.history.schema import TABLES
 from chatbot_webhooks.host import Chatbot
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from sqlalchemy.engine import Engine
 
+from tests.postgres_server import PostgresServer
 from tests.receiver import Receiver
 from tests.redis_server import RedisServer
 from wsgi import create_app
@@ -55,13 +63,96 @@ def redis(redis_server: RedisServer) -> Iterator[Redis]:
     client.close()
 
 
-@pytest.fixture
-def make_app(redis: Redis, redis_server: RedisServer) -> Callable[..., Flask]:
-    def build(**config: Any) -> Flask:
-        settings = {"WEBHOOKS_REDIS_URL": redis_server.url, "TESTING": True, **config}
-        return create_app(settings)
+@pytest.fixture(autouse=True)
+def _engines_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every history engine an app makes during a test is closed after it (apps made outside
+    ``make_app`` too), so no pooled connection outlives its test."""
+    from chatbot_webhooks import extension
 
-    return build
+    made: list[Engine] = []
+
+    def tracked(url: str, timeout: float) -> Engine:
+        engine = make_engine(url, timeout)
+        made.append(engine)
+        return engine
+
+    monkeypatch.setattr(extension, "make_engine", tracked)
+    yield
+    for engine in made:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The machine's PostgreSQL on 127.0.0.1:5432, else a private one (see postgres_server)."""
+    server = PostgresServer.any()
+    yield server
+    server.close()
+
+
+def upgraded(url: str) -> str:
+    engine = make_engine(url, 5.0)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresServer) -> str:
+    """A database of this test run's own, at the schema's head, dropped at the end."""
+    return upgraded(postgres.url(postgres.create_database()))
+
+
+def empty_tables(url: str) -> None:
+    if url.startswith("postgresql"):
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("TRUNCATE " + ", ".join(f'"{t.name}"' for t in TABLES))
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """The run's PostgreSQL database, emptied for this test."""
+    empty_tables(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.sqlite3"
+    upgraded(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_database(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+                 ) -> str:
+    """For the tests that exercise the history: each runs on PostgreSQL and on SQLite."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("database_url"))
+    path = tmp_path / "history.sqlite3"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def make_app(redis: Redis, redis_server: RedisServer, database_url: str
+             ) -> Iterator[Callable[..., Flask]]:
+    """``make_app(WEBHOOKS_X=...)``: the runnable host on the private Redis and the run's
+    database (``WEBHOOKS_DATABASE_URL`` may name another); engines are closed at teardown."""
+    built: list[Flask] = []
+
+    def build(**config: Any) -> Flask:
+        settings = {"WEBHOOKS_REDIS_URL": redis_server.url, "WEBHOOKS_DATABASE_URL": database_url,
+                    "TESTING": True, **config}
+        app = create_app(settings)
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:
+        get_state(app).history.engine.dispose()
 
 
 @pytest.fixture
@@ -208,3 +299,15 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, every: float = 0
             detail = f"; last error: {last_error!r}" if last_error is not None else ""
             raise AssertionError(f"condition not met within {timeout}s{detail}") from last_error
         time.sleep(every)
+
+
+def drain_history(app: Flask) -> int:
+    """Write the history backlog to the database in this process, as a worker's writer does;
+    returns the rows written (for tests whose delivery loop runs in the test process)."""
+    from chatbot_webhooks.history.writer import HistoryWriter
+
+    state = get_state(app)
+    writer = HistoryWriter(state.store, state.history, state.settings)
+    while writer.step():
+        pass
+    return writer.written

@@ -57,6 +57,20 @@ def final(client: FlaskClient, owner: Owner, bot: str, hook: dict[str, Any], cou
     return wait_until(done, timeout)  # type: ignore[no-any-return]
 
 
+def history_rows(app: Flask, endpoint_id: str) -> tuple[int, int]:
+    """(deliveries, attempts) of an endpoint in the history database."""
+    from chatbot_webhooks.history.schema import attempts
+    from chatbot_webhooks.history.schema import deliveries as table
+    from sqlalchemy import func, select
+
+    with get_state(app).history.engine.connect() as connection:
+        ids = connection.execute(select(table.c.id).where(table.c.endpoint_id == endpoint_id)
+                                 ).scalars().all()
+        tried = connection.execute(select(func.count()).select_from(attempts).where(
+            attempts.c.delivery_id.in_(ids))).scalar_one()
+    return len(ids), tried
+
+
 def emit(app: Flask, bot_id: str, event: str, data: dict[str, Any], **kw: Any) -> str:
     return get_state(app).emit(bot_id, event, data, **kw)
 
@@ -397,8 +411,9 @@ def test_log_retention_is_bounded_by_count(
         wait_until(newest_is_done)
     logged = deliveries(client, owner, "quote", hook)
     assert len(logged) == 3
-    redis = get_state(app).store.redis
-    assert len(redis.keys("*dl:*")) == 3
+    # trimmed in the database, attempts with their deliveries; nothing of them in Redis
+    assert history_rows(app, hook["id"]) == (3, 3)
+    assert get_state(app).store.redis.keys("*dl:*") == []
 
 
 def test_log_trimming_never_drops_a_pending_delivery(
@@ -433,7 +448,7 @@ def test_log_retention_is_bounded_by_age(
     receiver.wait_for(2)
     logged = final(client, owner, "quote", hook)
     assert [d["event_id"] for d in logged] != [] and old not in [d["event_id"] for d in logged]
-    assert len(redis.keys("*dl:*")) == 1
+    assert redis.keys("*dl:*") == [] and redis.keys("*ev:*") == []
 
 
 # -- the HTTP emit route and the CLI ---------------------------------------------------------
@@ -507,19 +522,21 @@ def test_worker_killed_mid_delivery_the_event_still_arrives(
 
 
 def test_registrations_and_pending_deliveries_survive_a_redis_restart(
-    receiver: Receiver, tmp_path: Path,
+    receiver: Receiver, tmp_path: Path, database_url: str,
 ) -> None:
     from tests.redis_server import RedisServer
     from wsgi import create_app
 
     server = RedisServer(appendonly=True).start()
     try:
-        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST})
+        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST,
+                          "WEBHOOKS_DATABASE_URL": database_url})
         client, owner = app.test_client(), Owner(app, "jack")
         hook = add_hook(client, owner, "quote", receiver.url())
         event_id = emit(app, owner.bots["quote"], "quote.created", {"n": 1})
         server.restart()  # no worker ran: the event is pending
-        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST})
+        app = create_app({"WEBHOOKS_REDIS_URL": server.url, **FAST,
+                          "WEBHOOKS_DATABASE_URL": database_url})
         client = app.test_client()
         listed = client.get(HOOKS.format(owner.bots["quote"]), headers=owner.headers)
         assert listed.status_code == 200

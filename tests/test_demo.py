@@ -32,6 +32,9 @@ def test_demo_delivers_and_verifies(redis_server: RedisServer) -> None:
     assert "201" in done.stdout and "New Webhook has been added" in done.stdout
     assert "signature verified" in done.stdout
     assert "REJECTED" not in done.stdout
+    assert re.search(r"from the history database\)\n   dlv_\w+ succeeded after 1 attempt",
+                     done.stdout), done.stdout  # written by the worker's history writer
+    assert not (ROOT / ".demo" / "history.sqlite3").exists()  # removed on exit
     web = re.search(r"^Web:\s+(http://127\.0\.0\.1:\d+)", done.stdout, re.M)
     assert web, done.stdout
     assert re.search(rf"^  {re.escape(web.group(1))}/portal/link\?token=\S+$", done.stdout,

@@ -168,7 +168,9 @@ def test_platform_error_handlers_do_not_replace_the_plugins_json_errors(
     from chatbot_webhooks import ChatbotWebhooks
 
     app = Flask("platform")
-    app.config.update(WEBHOOKS_REDIS_URL=make_app().config["WEBHOOKS_REDIS_URL"],
+    base = make_app().config
+    app.config.update(WEBHOOKS_REDIS_URL=base["WEBHOOKS_REDIS_URL"],
+                      WEBHOOKS_DATABASE_URL=base["WEBHOOKS_DATABASE_URL"],
                       WEBHOOKS_ALLOW_PRIVATE_URLS=True)
 
     @app.errorhandler(404)

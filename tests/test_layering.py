@@ -43,8 +43,9 @@ ROOT_MODULES = {
 ORDER = [
     # the ground: the root modules every layer reads
     "errors", "config", "events", "records", "signing", "urlrules", "published",
-    # the layers, one package each, bottom up: the sender, Redis, the delivery loop, operations
-    "outbound", "store", "delivery", "ops",
+    # the layers, one package each, bottom up: the sender, Redis, the history database, the
+    # delivery loop, operations
+    "outbound", "store", "history", "delivery", "ops",
     # the app side: the platform's contracts, managing webhooks, the state, the faces
     "host", "control", "state", "api", "portal", "cli", "extension", "chatbot_webhooks",
     "zapier",
@@ -56,9 +57,10 @@ ORDER = [
 TYPE_ONLY_UPWARD = {("chatbot_webhooks.state", "chatbot_webhooks.portal.links")}
 
 #: Places that never import Flask (README "How it works", ARCHITECTURE.md): the sender, the
-#: store and the delivery loop (every module in them, whatever it is named), and the ground.
-NO_FLASK = {"outbound", "store", "delivery", "errors", "config", "events", "records", "signing",
-            "urlrules", "published"}
+#: store, the history database and the delivery loop (every module in them, whatever it is
+#: named), and the ground.
+NO_FLASK = {"outbound", "store", "history", "delivery", "errors", "config", "events", "records",
+            "signing", "urlrules", "published"}
 
 #: Module names that were folders never made: no module may start with one.
 OLD_PREFIXES = ("store_", "pump_", "outbound_")

@@ -32,20 +32,27 @@ OUTAGE_OVER = "Redis answers again"
 
 
 _apps: list[Flask] = []
+#: The run's history database (set by ``own_redis``): these apps' history goes there.
+_database: list[str] = []
+READY = {"status": "ok", "redis": "ok", "workers": 0, "history": "ok", "history_backlog": 0}
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
+def own_redis(database_url: str) -> Iterator[RedisServer]:
     server = RedisServer(appendonly=True).start()
+    _database[:] = [database_url]
     yield server
     while _apps:  # close the apps' pooled connections (else: unclosed-socket warnings)
-        get_state(_apps.pop()).store.redis.connection_pool.disconnect()
+        state = get_state(_apps.pop())
+        state.store.redis.connection_pool.disconnect()
+        state.history.engine.dispose()
     server.close()
 
 
 def build(server: RedisServer, **config: Any) -> Flask:
     app = create_app({**FAST, "WEBHOOKS_REDIS_URL": server.url, "TESTING": True,
-                      "WEBHOOKS_PLATFORM_KEY": PLATFORM_KEY, **config})
+                      "WEBHOOKS_PLATFORM_KEY": PLATFORM_KEY,
+                      "WEBHOOKS_DATABASE_URL": _database[0], **config})
     _apps.append(app)
     return app
 
@@ -208,7 +215,7 @@ def test_every_plugin_route_answers_503_while_redis_is_down_then_200_at_once(
     client, owner = app.test_client(), Owner(app, "olga")
     listing = f"/api/v1.0/chatbots/{owner.bots['quote']}/webhooks"
     assert client.get(listing, headers=owner.headers).status_code == 200  # a pooled connection
-    assert client.get("/readyz").get_json() == {"status": "ok", "redis": "ok", "workers": 0}
+    assert client.get("/readyz").get_json() == READY
     own_redis.stop()
     for method, path, body, headers in routes(owner):
         started = time.monotonic()
@@ -249,7 +256,7 @@ def test_stale_pooled_connections_are_retried_not_reported(own_redis: RedisServe
         response = client.get(f"/api/v1.0/chatbots/{owner.bots['quote']}/webhooks",
                               headers=owner.headers)
         assert response.status_code == 200, response.get_data(as_text=True)
-    assert get_state(app).health() == ({"status": "ok", "redis": "ok", "workers": 0}, 200)
+    assert get_state(app).health() == (READY, 200)
 
 
 def test_a_hanging_redis_costs_a_request_about_the_timeout(own_redis: RedisServer) -> None:
@@ -282,14 +289,15 @@ def test_health_routes_are_off_in_a_platform_unless_asked_for(own_redis: RedisSe
     from chatbot_webhooks import ChatbotWebhooks
 
     platform = Flask("platform")
-    platform.config.update(WEBHOOKS_REDIS_URL=own_redis.url)
+    platform.config.update(WEBHOOKS_REDIS_URL=own_redis.url, WEBHOOKS_DATABASE_URL=_database[0])
     webhooks = ChatbotWebhooks(platform)
     _apps.append(platform)
     assert platform.test_client().get("/readyz").status_code == 404
     with platform.app_context():
-        assert webhooks.health() == ({"status": "ok", "redis": "ok", "workers": 0}, 200)
+        assert webhooks.health() == (READY, 200)
     mounted = Flask("mounted")
-    mounted.config.update(WEBHOOKS_REDIS_URL=own_redis.url, WEBHOOKS_HEALTH_ROUTES="true")
+    mounted.config.update(WEBHOOKS_REDIS_URL=own_redis.url, WEBHOOKS_HEALTH_ROUTES="true",
+                          WEBHOOKS_DATABASE_URL=_database[0])
     ChatbotWebhooks(mounted)
     _apps.append(mounted)
     assert mounted.test_client().get("/readyz").get_json()["redis"] == "ok"

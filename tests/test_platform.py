@@ -5,6 +5,7 @@ only what the active identity accepts."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from chatbot_webhooks import Chatbot, ChatbotWebhooks, get_state
@@ -22,20 +23,25 @@ def platform_identity(request: Request) -> str | None:
     return "pat" if request.cookies.get("session") == "pat-session" else None
 
 
-def platform_app(redis_url: str, *, lookup: bool = True, identity: bool = True) -> Flask:
+def platform_app(base: dict[str, Any], *, lookup: bool = True, identity: bool = True
+                 ) -> Flask:
+    """A platform with its own lookup and identity, on the test app's Redis and database."""
     app = Flask("platform")
-    app.config.update(WEBHOOKS_REDIS_URL=redis_url, TESTING=True)
+    app.config.update(WEBHOOKS_REDIS_URL=base["WEBHOOKS_REDIS_URL"], TESTING=True,
+                      WEBHOOKS_DATABASE_URL=base["WEBHOOKS_DATABASE_URL"])
     ChatbotWebhooks(app, chatbots=BOTS.get if lookup else None,
                     identity=platform_identity if identity else None)
     return app
 
 
 @pytest.fixture
-def redis_url(make_app: Callable[..., Flask]) -> str:
-    return str(make_app().config["WEBHOOKS_REDIS_URL"])
+def redis_url(make_app: Callable[..., Flask]) -> dict[str, Any]:
+    """The test app's config: its Redis and history database."""
+    return dict(make_app().config)
 
 
-def test_add_chatbot_refuses_when_the_platform_finds_bots(redis_url: str, redis: Redis) -> None:
+def test_add_chatbot_refuses_when_the_platform_finds_bots(redis_url: dict[str, Any],
+                                                          redis: Redis) -> None:
     app = platform_app(redis_url, identity=False)
     result = app.test_cli_runner().invoke(
         args=["webhooks", "add-chatbot", "b1", "--type", QUOTE, "--owner", "pat"])
@@ -49,7 +55,7 @@ def test_add_chatbot_refuses_when_the_platform_finds_bots(redis_url: str, redis:
 
 
 def test_key_commands_refuse_when_the_platform_identifies_callers(
-    redis_url: str, redis: Redis,
+    redis_url: dict[str, Any], redis: Redis,
 ) -> None:
     app = platform_app(redis_url, lookup=False)
     runner = app.test_cli_runner()
@@ -65,7 +71,7 @@ def test_key_commands_refuse_when_the_platform_identifies_callers(
     assert added.exit_code == 0 and get_state(app).builtin_chatbots.get("b1") is not None
 
 
-def test_cli_emit_uses_the_platform_lookup(redis_url: str) -> None:
+def test_cli_emit_uses_the_platform_lookup(redis_url: dict[str, Any]) -> None:
     app = platform_app(redis_url)
     runner = app.test_cli_runner()
     result = runner.invoke(args=["webhooks", "emit", "plat-bot", "quote.created", '{"n": 1}'])
@@ -78,7 +84,7 @@ def test_cli_emit_uses_the_platform_lookup(redis_url: str) -> None:
     assert "No chatbot 'ghost'" in unknown.output and "own chatbot lookup" in unknown.output
 
 
-def test_401_names_no_header_for_a_platform_identity(redis_url: str) -> None:
+def test_401_names_no_header_for_a_platform_identity(redis_url: dict[str, Any]) -> None:
     client = platform_app(redis_url).test_client()
     denied = client.get(HOOKS, headers={"X-API-Key": "whk_nope"})
     assert denied.status_code == 401
@@ -88,7 +94,7 @@ def test_401_names_no_header_for_a_platform_identity(redis_url: str) -> None:
     assert client.get(HOOKS).status_code == 200
 
 
-def test_401_names_both_key_headers_for_the_builtin_keys(redis_url: str) -> None:
+def test_401_names_both_key_headers_for_the_builtin_keys(redis_url: dict[str, Any]) -> None:
     client = platform_app(redis_url, identity=False).test_client()
     message = client.get(HOOKS).get_json()["message"]
     assert "Authorization: Bearer <key>" in message and "X-API-Key: <key>" in message

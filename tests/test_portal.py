@@ -158,7 +158,8 @@ def test_a_post_without_the_csrf_token_is_400_and_changes_nothing(
         assert client.post(f"{hook}/{action}", data={"active": "0"}).status_code == 400
     after = get_state(app).store.get_endpoint(webhook.id)
     assert after is not None and after.secret == webhook.secret and after.active
-    assert get_state(app).store.delivery_log(webhook.id, limit=5) == ([], False)
+    assert get_state(app).history.delivery_log(webhook.id, limit=5) == ([], False)
+    assert get_state(app).store.redis.keys("whk:dl:*") == []  # no test event queued either
 
 
 def test_custom_parameters_are_shown_as_text(
@@ -240,7 +241,7 @@ def test_ineligible_bot_page_is_403_with_the_reason(
 # -- inside a platform -------------------------------------------------------------------------
 
 def test_a_platform_login_from_its_own_session_is_enough(
-    redis: Redis, redis_server: RedisServer,
+    redis: Redis, redis_server: RedisServer, database_url: str,
 ) -> None:
     bots = {"shop-bot": Chatbot("shop-bot", "Quote Generation", "u1", "Shop")}
 
@@ -254,7 +255,7 @@ def test_a_platform_login_from_its_own_session_is_enough(
     platform = Flask("platform")
     platform.config.update(SECRET_KEY="platform-secret", WEBHOOKS_REDIS_URL=redis_server.url,
                            WEBHOOKS_PORTAL_PREFIX="/account/webhooks",
-                           WEBHOOKS_ALLOW_PRIVATE_URLS=True)
+                           WEBHOOKS_ALLOW_PRIVATE_URLS=True, WEBHOOKS_DATABASE_URL=database_url)
 
     @platform.post("/login")
     def login() -> str:

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-from tests.conftest import Owner
+from tests.conftest import Owner, Workers, wait_until
 from tests.test_portal import add, csrf_of, open_portal
 from tests.test_registration import snapshot
 
@@ -90,7 +90,7 @@ def test_saving_changes_and_clears_the_options(app: Flask, client: FlaskClient,
 
 
 def test_try_it_runs_the_filter_on_the_latest_event_of_each_kind(
-    app: Flask, client: FlaskClient, alice: Owner, redis: Redis
+    app: Flask, client: FlaskClient, alice: Owner, redis: Redis, workers: Workers
 ) -> None:
     bot = alice.bots["quote"]
     token = open_portal(app, client, "alice")
@@ -101,8 +101,12 @@ def test_try_it_runs_the_filter_on_the_latest_event_of_each_kind(
     page = client.get(url).get_data(as_text=True)
     assert "The webhook's saved filter." in page and "the published sample" in page
     assert re.search(r"quote\.created:\s*<span class=\"passes\">", page)
-    # a real, small quote is the newest now: dropped
-    event_id = get_state(app).emit(bot, "quote.created", {"total": 20})
+    # a real, small quote is the newest now (once a worker fanned it out into the history,
+    # its filter dropping it): dropped
+    workers.start()
+    state = get_state(app)
+    event_id = state.emit(bot, "quote.created", {"total": 20})
+    wait_until(lambda: state.history.recent_events([bot], "quote.created", 1))
     page = client.get(url).get_data(as_text=True)
     assert event_id in page and re.search(r"quote\.created:\s*<span class=\"dropped\">", page)
     # a typed filter is tried, not saved
@@ -114,7 +118,8 @@ def test_try_it_runs_the_filter_on_the_latest_event_of_each_kind(
     broken = client.get(url, query_string={"filter": '{"event": 1}'}).get_data(as_text=True)
     assert "event: A path starts with data." in broken and "not tried" in broken
     # what the events hold is escaped like everything else
-    get_state(app).emit(bot, "quote.created", {"total": 1, "note": "<script>x</script>"})
+    newer = state.emit(bot, "quote.created", {"total": 1, "note": "<script>x</script>"})
+    wait_until(lambda: state.history.recent_events([bot], "quote.created", 1)[0]["id"] == newer)
     page = client.get(url).get_data(as_text=True)
     assert "<script>x</script>" not in page and "&lt;script&gt;" in page
 

@@ -16,6 +16,7 @@ from chatbot_webhooks.delivery.engine import Dispatcher, Engine
 from chatbot_webhooks.delivery.pump import Pump
 from chatbot_webhooks.delivery.work import Work
 from chatbot_webhooks.events import utc_iso
+from chatbot_webhooks.history.rows import HistoryBatch
 from chatbot_webhooks.outbound.sender import Outcome
 from chatbot_webhooks.records import (
     FAILED,
@@ -27,12 +28,13 @@ from chatbot_webhooks.records import (
     fan_out_item,
     now_ms,
 )
+from chatbot_webhooks.store.deliveries import hash_pairs
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from tests.conftest import Owner, wait_until
+from tests.conftest import Owner, drain_history, wait_until
 from tests.receiver import Receiver, Reply
 from tests.test_delivery import add_hook, emit
 
@@ -153,38 +155,49 @@ def test_an_event_given_back_for_lack_of_room_keeps_its_claimed_before_mark(
     assert again == {second: True}
 
 
-def test_a_fan_out_delivery_stored_before_is_not_overwritten(
+def test_a_fan_out_delivery_recorded_before_is_not_overwritten(
     app: Flask, client: FlaskClient, alice: Owner, receiver: Receiver, redis: Redis,
 ) -> None:
     """A fan-out redone (lease lost, or two jobs on one event) may post a delivery again; the
-    attempt history stored first stays, and nothing is re-scheduled for it."""
+    result recorded first stays, in Redis and in the history, and nothing is re-scheduled for
+    it; once the fan-out is done, a late result of it is not recorded at all."""
     hook = add_hook(client, alice, "quote", receiver.url())
     store = get_state(app).store
-    delivery_id = delivery_id_for("evt_1", hook["id"])
+    item = fan_out_item("evt_1", "alice")
+    redis.zadd("whk:due", {item: 1})
 
-    def record(delivery_id: str, status: str, attempt: dict[str, Any],
-               due: dict[str, int] | None = None) -> None:
+    def record(delivery_id: str, status: str, attempt: dict[str, Any], due: int | None = None,
+               done: tuple[str, ...] = (), endpoint: str = hook["id"]) -> None:
         delivery = Delivery(id=delivery_id, event_id="evt_1", event="quote.created",
-                            endpoint_id=hook["id"], chatbot_id=alice.bots["quote"],
+                            endpoint_id=endpoint, chatbot_id=alice.bots["quote"],
                             status=status, created_at=utc_iso(), created_ms=now_ms(),
                             attempts=[attempt])
         pipe = redis.pipeline(transaction=False)
-        if due:
-            store.record_new(pipe, {hook["id"]: [delivery]}, ttl=60, keep=10, max_age_s=60,
-                             due=due)
-        else:
-            store.record_new(pipe, {hook["id"]: [delivery]}, ttl=60, keep=10, max_age_s=60)
+        store.record(pipe, [("n", item, endpoint, delivery_id, "" if due is None else str(due),
+                             delivery.history_row(),
+                             hash_pairs(delivery) if due is not None else b"")], done, ttl=60)
         pipe.execute()
 
-    record(delivery_id, PENDING, {"status": 503})
-    record(delivery_id, SUCCEEDED, {"status": 200})
-    kept = store.get_delivery(delivery_id)
+    pending, final, other, late, orphan = (f"dlv_{n:018x}" for n in range(5))
+    record(pending, PENDING, {"status": 503}, 5000)
+    record(pending, SUCCEEDED, {"status": 200})
+    kept = store.get_delivery(pending)
     assert kept is not None and (kept.status, kept.attempts) == (PENDING, [{"status": 503}])
-    record(delivery_id, PENDING, {"status": 500}, {delivery_id: 9000})
-    assert due_set(redis) == {}  # stored already: its own schedule stands
-    other = delivery_id_for("evt_2", hook["id"])
-    record(other, PENDING, {"status": 500}, {other: 9000})
-    assert due_set(redis) == {f"d:{other}": 9000}
+    record(pending, PENDING, {"status": 500}, 9000)
+    assert due_set(redis) == {item: 1, f"d:{pending}": 5000}  # its own schedule stands
+    record(final, SUCCEEDED, {"status": 200})
+    record(final, FAILED, {"status": 410})  # recorded final already: remembered
+    record(orphan, SUCCEEDED, {"status": 200}, endpoint="wh_deleted")
+    assert store.recorded_deliveries("evt_1", [pending, final, orphan]) == {pending, final}
+    record(other, SUCCEEDED, {"status": 200}, done=(item,))  # the fan-out's last delivery
+    record(late, SUCCEEDED, {"status": 200})  # the fan-out is done: a late result is dropped
+    assert due_set(redis) == {f"d:{pending}": 5000}
+    assert redis.keys("whk:fo:*") == []
+    batch = HistoryBatch()
+    for _entry, payload in store.claim_history(100, 5):
+        batch.add_entry(payload)
+    assert {d: r["status"] for d, r in batch.deliveries.items()} == {
+        pending: PENDING, final: SUCCEEDED, other: SUCCEEDED}
 
 
 def test_a_delivery_that_waited_too_long_for_a_thread_is_not_attempted(
@@ -248,7 +261,8 @@ def test_a_malformed_secret_is_recorded_as_a_failed_attempt(
     redis.hset(f"whk:ep:{hook['id']}", "secret", "whsec_broken")
     event_id = emit(app, alice.bots["quote"], "quote.created", {})
     make_pump().run()
-    logged = get_state(app).store.get_delivery(delivery_id_for(event_id, hook["id"]))
+    drain_history(app)
+    logged = get_state(app).history.get_delivery(delivery_id_for(event_id, hook["id"]))
     assert logged is not None and logged.status == FAILED
     assert len(logged.attempts) == 4  # the first and three retries (WEBHOOKS_RETRY_DELAYS)
     assert all("secret" in a["error"] for a in logged.attempts)

@@ -66,7 +66,7 @@ def identity(request):
     return {"token-u1": "u1"}.get(token) if scheme == "Token" else None
 
 
-app = Flask("platform")
+app = Flask("platform_app")  # its instance folder: beside this file
 app.config.update(WEBHOOKS_REDIS_URL=os.environ["REDIS_URL"], WEBHOOKS_ALLOW_PRIVATE_URLS=True,
                   WEBHOOKS_PUMP_LINGER=0.2)
 webhooks = ChatbotWebhooks(app, chatbots=Bots(), identity=identity)
@@ -158,6 +158,10 @@ def test_the_wheel_holds_our_two_names_its_data_and_no_tests(installed: Installe
     for event in (*catalogue.ALL_EVENTS, catalogue.TEST_EVENT):
         assert f"chatbot_webhooks/data/events/{event}.schema.json" in names
         assert f"chatbot_webhooks/data/samples/{event}.json" in names
+    migrations = ROOT / "plugin" / "history" / "migrations"  # the schema's, run from code
+    for path in migrations.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            assert f"chatbot_webhooks/history/migrations/{path.relative_to(migrations)}" in names
     portal = ROOT / "plugin" / "portal"
     for path in [*portal.glob("templates/webhooks_portal/*.html"), *portal.glob("static/*")]:
         assert f"chatbot_webhooks/portal/{path.relative_to(portal)}" in names  # pages, CSS
@@ -176,6 +180,13 @@ def test_the_installed_files_hold_only_our_two_names(installed: Installed) -> No
 @pytest.fixture
 def platform_report(installed: Installed, redis: Redis, redis_server: RedisServer,
                     receiver: Receiver) -> dict[str, Any]:
+    # the history's migrations ship in the wheel: its own SQLite default, in the platform's
+    # instance folder, is set up from them
+    upgrade = installed.run(str(installed.bin / "flask"), "--app", "platform_app", "webhooks",
+                            "db", "upgrade", redis_url=redis_server.url)
+    assert upgrade.returncode == 0 and "upgraded from revision none" in upgrade.stdout, (
+        upgrade.stdout + upgrade.stderr)
+    assert (installed.home / "instance" / "chatbot_webhooks.sqlite3").exists()
     done = installed.run(str(installed.bin / "python"), "platform_app.py", receiver.url(),
                          redis_url=redis_server.url)
     assert done.returncode == 0, done.stderr

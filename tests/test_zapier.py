@@ -126,12 +126,16 @@ def test_samples_fall_back_to_the_published_sample(client: FlaskClient, alice: O
 
 
 def test_samples_are_real_recent_events_newest_first(
-    app: Flask, client: FlaskClient, alice: Owner, bob: Owner
+    app: Flask, client: FlaskClient, alice: Owner, bob: Owner, workers: Workers
 ) -> None:
+    """From the history: an event is there once a worker fanned it out (to nobody, here)."""
     state = get_state(app)
+    workers.start()
     ids = [state.emit(alice.bots["quote"], "quote.created", {"n": n}) for n in range(3)]
     state.emit(bob.bots["quote"], "quote.created", {"n": "bob"})
     state.emit(alice.bots["data"], "datapoint.created", {"n": "other type"})
+    wait_until(lambda: len(state.history.recent_events(
+        [alice.bots["quote"], bob.bots["quote"], alice.bots["data"]], "quote.created", 9)) == 4)
     for query in (f"?chatbot_id={alice.bots['quote']}", ""):
         got = client.get(f"{Z}/samples/quote.created{query}", headers=alice.headers).get_json()
         assert [e["id"] for e in got] == ids[::-1]
@@ -157,7 +161,8 @@ def test_zapier_gets_the_same_payload_and_a_410_removes_the_subscription(
     Webhook(sub["secret"]).verify(got.body, got.headers)
     payload = got.json()
     assert payload["id"] == event_id and payload["data"] == {"slot": "10:00"}
-    samples = client.get(f"{Z}/samples/booking.created", headers=alice.headers).get_json()
+    samples = wait_until(lambda: [s for s in client.get(
+        f"{Z}/samples/booking.created", headers=alice.headers).get_json() if s["id"] == event_id])
     assert samples[0] == payload  # performList returns exactly what perform receives
     assert receiver.on("/other") == []
     receiver.script("/zap", Reply(410))

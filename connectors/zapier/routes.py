@@ -156,10 +156,8 @@ def make_blueprint() -> Blueprint:
             else:
                 bots = [b for b in state.chatbots.list_for_owner(caller())
                         if event in catalogue.events_for(b.type)]
-            found = [e for b in bots
-                     for e in state.store.recent_events(b.id, event, MAX_SAMPLES)]
-            found.sort(key=lambda e: e["created_at"], reverse=True)
-            return jsonify(found[:MAX_SAMPLES] or [load_sample(event)])
+            found = state.history.recent_events([b.id for b in bots], event, MAX_SAMPLES)
+            return jsonify(found or [load_sample(event)])
 
     return blp
 

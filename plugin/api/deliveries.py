@@ -31,7 +31,7 @@ def make_blueprint() -> Blueprint:
             state, bot = eligible_bot(chatbot_id)
             webhook = endpoints.get_webhook(state.store, bot, webhook_id)
             page, more = endpoints.webhook_log(
-                state.store, webhook, limit=query["limit"],
+                state.history, webhook, limit=query["limit"],
                 starting_after=query.get("starting_after"))
             return {"data": page, "has_more": more}
 
@@ -44,7 +44,7 @@ def make_blueprint() -> Blueprint:
             Page on with ``starting_after=<last id of the page>``; ``status`` filters."""
             state, bot = eligible_bot(chatbot_id)
             page, more = endpoints.bot_log(
-                state.store, bot, limit=query["limit"],
+                state.store, state.history, bot, limit=query["limit"],
                 starting_after=query.get("starting_after"), status=query.get("status"))
             return {"data": page, "has_more": more}
 

@@ -18,6 +18,7 @@ from .. import events as catalogue
 from ..config import Settings
 from ..errors import Conflict, Invalid, NotFound
 from ..events import is_id, new_id, utc_iso
+from ..history import History
 from ..host import Chatbot
 from ..records import WEBHOOK, ZAPIER, Delivery, Endpoint
 from ..signing import ED25519, HMAC_SHA256, SignatureError, new_secret, secret_key
@@ -147,34 +148,34 @@ def get_webhook(store: Store, bot: Chatbot, webhook_id: str) -> Endpoint:
 
 
 def webhook_log(
-    store: Store, endpoint: Endpoint, *, limit: int, starting_after: str | None = None
+    history: History, endpoint: Endpoint, *, limit: int, starting_after: str | None = None
 ) -> tuple[list[Delivery], bool]:
     """One page of a webhook's delivery log, newest first, and whether there is more."""
     try:
-        return store.delivery_log(endpoint.id, limit=limit, starting_after=starting_after)
+        return history.delivery_log(endpoint.id, limit=limit, starting_after=starting_after)
     except KeyError:
         raise Invalid("starting_after names no delivery of this webhook.",
                       {"starting_after": ["Unknown delivery id."]}) from None
 
 
 def bot_log(
-    store: Store, bot: Chatbot, *, limit: int, starting_after: str | None = None,
-    status: str | None = None,
+    store: Store, history: History, bot: Chatbot, *, limit: int,
+    starting_after: str | None = None, status: str | None = None,
 ) -> tuple[list[Delivery], bool]:
     """One page of the deliveries of every webhook and subscription of the bot, newest first
     (``status``: only those in that state), and whether there is more."""
     endpoint_ids = [e.id for e in store.endpoints_of(bot.id)]
     try:
-        return store.merged_log(endpoint_ids, limit=limit, starting_after=starting_after,
-                                status=status)
+        return history.bot_log(bot.id, endpoint_ids, limit=limit,
+                               starting_after=starting_after, status=status)
     except KeyError:
         raise Invalid("starting_after names no delivery of this chatbot.",
                       {"starting_after": ["Unknown delivery id."]}) from None
 
 
-def get_delivery(store: Store, endpoint: Endpoint, delivery_id: str) -> Delivery:
-    """A delivery of this endpoint, or 404 (a malformed id never reaches Redis)."""
-    delivery = store.get_delivery(delivery_id) if is_id(delivery_id, "dlv") else None
+def get_delivery(history: History, endpoint: Endpoint, delivery_id: str) -> Delivery:
+    """A delivery of this endpoint, or 404 (a malformed id never reaches the database)."""
+    delivery = history.get_delivery(delivery_id) if is_id(delivery_id, "dlv") else None
     if delivery is None or delivery.endpoint_id != endpoint.id:
         raise NotFound(f"No delivery '{delivery_id}' for webhook '{endpoint.id}'.")
     return delivery

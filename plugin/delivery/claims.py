@@ -81,7 +81,11 @@ class Claiming(LoopState):
                     unversioned.append(loaded.chatbot_id)
             elif one.item.startswith("d:"):
                 delivery_ids.append(one.item[2:])
-        found = self.store.get_deliveries(delivery_ids) if delivery_ids else []
+        live = self.store.live_deliveries(delivery_ids) if delivery_ids else []
+        found = [pair[0] if pair else None for pair in live]
+        for pair in live:
+            if pair is not None and pair[1] is not None and pair[0].event_id not in self._events:
+                self._events[pair[0].event_id] = _Event.parse(pair[1])
         self._load_events([d.event_id for d in found if d is not None])
         self._sync_bots(versions, unversioned + [d.chatbot_id for d in found if d is not None])
         ready: list[Work] = []
@@ -105,7 +109,7 @@ class Claiming(LoopState):
     def _fan_out(self, items: list[tuple[str, bool]], now: float, ready: list[Work]) -> int:
         """Turn each event into one delivery per endpoint that wants it, as long as there is
         room (the first event always fits); the events left over are given back at once. The
-        deliveries are stored only with their first attempt.
+        deliveries are recorded only with their first attempt.
 
         An inactive webhook still gets its delivery, closed at once as "Not sent" so the owner
         sees it in the log and can redeliver. A Zapier subscription made by someone who no
@@ -142,8 +146,8 @@ class Claiming(LoopState):
                         chatbot_id=endpoint.chatbot_id, status=PENDING,
                         created_at=created_at, created_ms=created_ms,
                     ))
-            if again and deliveries:  # a lost lease: skip what was stored before
-                stored = self.store.existing_deliveries([d.id for d in deliveries])
+            if again and deliveries:  # a lost lease: skip what was recorded before
+                stored = self.store.recorded_deliveries(event_id, [d.id for d in deliveries])
                 deliveries = [d for d in deliveries if d.id not in stored]
             if not deliveries:
                 finished.append(item)
@@ -247,6 +251,8 @@ class Claiming(LoopState):
 
     # -- caches ------------------------------------------------------------------------------
     def _load_events(self, event_ids: list[str]) -> None:
+        """Events of pending deliveries stored without their envelope (by an earlier
+        version): read from the live events, as long as they are there."""
         missing = list({e for e in event_ids if e not in self._events})
         if not missing:
             return

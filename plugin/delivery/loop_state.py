@@ -12,9 +12,10 @@ from collections import Counter
 
 from ..config import Settings
 from ..outbound.sender import Outcome
-from ..records import Delivery, Endpoint
+from ..records import Endpoint
 from ..signing import SigningKey
 from ..store import Store
+from ..store.deliveries import RecordArgs
 from .engine import Dispatcher
 from .filters import Filter
 from .pacing import Pacer
@@ -37,8 +38,7 @@ class LoopState:
     failed_early: list[tuple[Work, Outcome]]
     later_due: dict[str, float]
     later_done: list[str]
-    later_store: dict[str, list[Delivery]]
-    later_store_due: dict[str, int]
+    later_records: list[RecordArgs]
     #: Deliveries webhooks' filters dropped, by event name, counted with the next batch.
     filtered: Counter[str]
     _endpoints: dict[str, Endpoint]

@@ -49,8 +49,9 @@ from typing import Any
 
 from ..events import new_id
 from ..outbound.sender import Outcome
-from ..records import Delivery, Endpoint, now_ms
+from ..records import Endpoint, now_ms
 from ..signing import SigningKey
+from ..store.deliveries import RecordArgs
 from .claims import Claiming
 from .engine import Engine
 from .enqueue import enqueue_pump
@@ -94,12 +95,11 @@ class Pump(Claiming, Recording):
         self.failed_early: list[tuple[Work, Outcome]] = []
         #: Writes that ride along with the next batch of results (one round trip less each):
         #: items to make due at a time (ms; a fan-out item claimed before keeps the half
-        #: millisecond that says so), items done, fan-out deliveries to store as pending, and
-        #: when each of those is due.
+        #: millisecond that says so), items done, and fan-out deliveries put back before an
+        #: attempt, to store as pending (the record script's arguments, see store.deliveries).
         self.later_due: dict[str, float] = {}
         self.later_done: list[str] = []
-        self.later_store: dict[str, list[Delivery]] = {}
-        self.later_store_due: dict[str, int] = {}
+        self.later_records: list[RecordArgs] = []
         self._swept = 0.0
         # Endpoints are cached per bot and re-read when the bot's version key changed; the
         # claim reads each event's bot version in the same step (an MGET does it for retried
@@ -195,7 +195,7 @@ class Pump(Claiming, Recording):
 
     def _writes_waiting(self) -> bool:
         return bool(self.unsent or self.failed_early or self.later_due or self.later_done
-                    or self.later_store)
+                    or self.later_records)
 
     def _idle_timeout(self, linger_left: float) -> float:
         """Wait for the doorbell, but not past the next retry that falls due."""

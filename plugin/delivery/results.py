@@ -1,6 +1,7 @@
-"""The recording side of the delivery loop: write a batch of results in one pipeline (first
-attempts stored, retries re-scored, final states closed, webhooks counted, deactivated or
-removed), and put back to ``due`` what was claimed but not attempted.
+"""The recording side of the delivery loop: write a batch of results in one pipeline (one script
+call records every delivery of the batch: pending ones kept or re-scored, final ones gone from
+Redis, and all of their history into the backlog for the database; then webhooks counted,
+deactivated or removed), and put back to ``due`` what was claimed but not attempted.
 
 Part of :class:`chatbot_webhooks.delivery.pump.Pump` (a mixin: the state it shares with the
 other parts is set and documented in ``Pump.__init__``).
@@ -12,11 +13,10 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
-from redis.client import Pipeline
-
 from ..events import new_id, utc_iso
 from ..outbound.sender import Outcome
-from ..records import FAILED, PENDING, SUCCEEDED, ZAPIER, Delivery, Endpoint, now_ms
+from ..records import FAILED, NOT_SENT, PENDING, SUCCEEDED, ZAPIER, Endpoint, now_ms
+from ..store.deliveries import RecordArgs, hash_pairs
 from ..store.tally import Tally
 from .attempt_log import answered_gone, attempt_failed, deactivated
 from .dispatch_policy import HOLD_SECONDS
@@ -53,7 +53,7 @@ class Recording(LoopState):
         self.outstanding -= len(put_back)
         finished = self.later_done
         deferred = self.later_due
-        stored = self.later_store
+        stored = self.later_records
         fresh = Counter(work.item for work, _ in put_back if work.fresh)
         # Decided per item before any of its deliveries is handled: the whole fan-out comes
         # back untouched (nothing stored for it), so the event item itself is deferred and
@@ -68,16 +68,17 @@ class Recording(LoopState):
             elif work.item in whole:
                 deferred[work.item] = max(due, deferred.get(work.item, 0))
             else:  # stored as a pending delivery of its own, due when the host has room
-                work.delivery.next_attempt_at = utc_iso(due / 1000)
-                stored.setdefault(work.delivery.endpoint_id, []).append(work.delivery)
-                self.later_store_due[work.delivery.id] = due
+                delivery = work.delivery
+                delivery.next_attempt_at = utc_iso(due / 1000)
+                stored.append(("n", work.item, delivery.endpoint_id, delivery.id, str(due),
+                               delivery.history_row(), hash_pairs(delivery)))
                 self._settle(work.item, finished)
 
     # -- results -----------------------------------------------------------------------------
     def _record(self, done: list[tuple[Work, Outcome]]) -> None:
-        """Write a batch of results in one pipeline: first attempts of fan-out deliveries
-        (and those put back) stored by one script call, retries re-scored, final states closed,
-        and the writes queued meanwhile (``later_*``).
+        """Write a batch of results in one pipeline: every delivery of the batch (and those
+        put back) by one script call, with their history, and the writes queued meanwhile
+        (``later_*``).
 
         Every write that removes or re-scores a ``due`` member happens in the same script call
         as, and after, the write that records its work: the pipeline is no transaction, and
@@ -94,8 +95,7 @@ class Recording(LoopState):
         #: endpoints of deliveries that failed every retry (counted once, with the batch)
         counted: list[Endpoint] = []
         gone: list[Endpoint] = []
-        new, self.later_store = self.later_store, {}
-        new_due, self.later_store_due = self.later_store_due, {}
+        records, self.later_records = self.later_records, []
         finished, self.later_done = self.later_done, []
         due_at, self.later_due = self.later_due, {}
         stamp = utc_iso()
@@ -108,8 +108,8 @@ class Recording(LoopState):
                       ).rstrip(".")  # a reason may end with its own full stop
             delivery.attempts.append({"at": stamp, "status": None,
                                       "error": f"Not sent: {reason}.", "duration_ms": 0.0,
-                                      "response": ""})
-            self._store_result(pipe, work, FAILED, new, new_due, finished)
+                                      "response": "", "outcome": NOT_SENT})
+            self._store_result(records, work, FAILED, finished)
             tally.finished(FAILED)
         self.unsent = []
         self.outstanding -= len(done)
@@ -119,12 +119,12 @@ class Recording(LoopState):
             self.failed_early = []
         for work, outcome in done:
             delivery, endpoint = work.delivery, work.endpoint
+            label = tally.attempt(outcome)
             delivery.attempts.append({
                 "at": stamp, "status": outcome.status, "error": outcome.error,
                 "duration_ms": round(outcome.duration_ms, 1),
-                "response": outcome.body_excerpt[:256],
+                "response": outcome.body_excerpt[:256], "outcome": label,
             })
-            label = tally.attempt(outcome)
             verdict = judge(outcome.status)
             if verdict is Verdict.RETRY:
                 delay = next_delay(len(delivery.attempts), settings.retry_delays,
@@ -132,22 +132,22 @@ class Recording(LoopState):
                 if delay is not None:
                     due = now_ms() + int(delay * 1000)
                     delivery.next_attempt_at = utc_iso(due / 1000)
-                    self._store_result(pipe, work, PENDING, new, new_due, finished, due)
+                    self._store_result(records, work, PENDING, finished, due)
                     warnings.append(partial(attempt_failed, work, outcome, label, settings))
                     continue
                 verdict = Verdict.GIVE_UP
             tally.finished(SUCCEEDED if verdict is Verdict.DELIVERED else FAILED)
             if verdict is Verdict.DELIVERED:
-                self._store_result(pipe, work, SUCCEEDED, new, new_due, finished)
+                self._store_result(records, work, SUCCEEDED, finished)
                 if endpoint.failed_deliveries:
                     endpoint.failed_deliveries = 0
                     self.store.update_endpoint(endpoint, {"failed_deliveries": 0}, pipe=pipe)
             elif verdict is Verdict.GONE:
-                self._store_result(pipe, work, FAILED, new, new_due, finished)
+                self._store_result(records, work, FAILED, finished)
                 warnings.append(partial(answered_gone, work, outcome))
                 gone.append(endpoint)
             else:
-                self._store_result(pipe, work, FAILED, new, new_due, finished)
+                self._store_result(records, work, FAILED, finished)
                 warnings.append(partial(attempt_failed, work, outcome, label, settings))
                 if endpoint.kind != ZAPIER:  # Zapier says 410 when a Zap is off; never disable
                     counted.append(endpoint)
@@ -156,15 +156,11 @@ class Recording(LoopState):
         # (a claim finds what is finished), a removal that wins over one may lose work.
         if due_at:
             finished = [item for item in finished if item not in due_at]
-        # Deliveries are stored before their items change in ``due``: a delivery item never
-        # falls due before its delivery exists, and a crash in between redoes nothing that was
-        # stored (a redone fan-out skips existing deliveries).
-        if new:
-            self.store.record_new(pipe, new, ttl=settings.log_max_age,
-                                  keep=settings.log_max_per_webhook,
-                                  max_age_s=settings.log_max_age, due=new_due, done=finished)
-        elif finished:  # nothing to store first: items whose work is gone or was empty
-            pipe.zrem(self.store.due_key, *finished)
+        # One script call: deliveries are written before their items change in ``due``, so a
+        # delivery item never falls due before its delivery exists, and a crash in between
+        # redoes nothing that was recorded (a redone fan-out skips recorded deliveries).
+        if records or finished:
+            self.store.record(pipe, records, finished, ttl=settings.log_max_age)
         if due_at:
             self.store.defer(pipe, due_at)
         counts = tally if tally and settings.metrics_counting else None
@@ -188,25 +184,22 @@ class Recording(LoopState):
             elif endpoint.active:
                 self._deactivate(endpoint, f"The receiver answered 410 Gone on {utc_iso()}.")
 
-    def _store_result(self, pipe: Pipeline, work: Work, status: str,
-                      new: dict[str, list[Delivery]], new_due: dict[str, int],
+    def _store_result(self, records: list[RecordArgs], work: Work, status: str,
                       finished: list[str], due: int | None = None) -> None:
-        """Queue the delivery's new state, due again at ``due`` (ms) while pending. A first
-        attempt is stored (by the one script call of ``_record``, which skips a delivery
-        stored already); a stored delivery is updated unless it left the log, and its item
-        re-scored or removed in the same script call, after the update."""
+        """Queue the delivery's new state for the batch's record call, due again at ``due``
+        (ms) while pending. A first attempt is recorded unless another job recorded it (see
+        the record script); a stored delivery is updated unless it is gone, its item
+        re-scored or removed after the update."""
         delivery = work.delivery
         delivery.status = status
         if status != PENDING:
             delivery.next_attempt_at = ""
+        at = str(due) if status == PENDING and due is not None else ""
+        pairs = hash_pairs(delivery) if at else b""
+        records.append(("n" if work.fresh else "u", work.item, delivery.endpoint_id,
+                        delivery.id, at, delivery.history_row(), pairs))
         if work.fresh:
-            new.setdefault(delivery.endpoint_id, []).append(delivery)
-            if due is not None:
-                new_due[delivery.id] = due
             self._settle(work.item, finished)
-            return
-        self.store.save_delivery(pipe, delivery, item=work.item,
-                                 due_ms=due if status == PENDING else None)
 
     def _deactivate(self, endpoint: Endpoint, reason: str) -> bool:
         """Deactivate ``endpoint`` unless it was deleted meanwhile (then False)."""

@@ -40,6 +40,8 @@ from rq.job import Job
 
 from ..config import Settings
 from ..events import new_id
+from ..history import History
+from ..history.writer import HistoryWriter
 from ..store import Store
 from ..store.clients import OutageLog, RideOut, outage_of, place, worker_client
 from . import pump
@@ -148,11 +150,14 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None:
+def run_worker(redis: Redis, settings: Settings, *, burst: bool = False,
+               history: History | None = None) -> None:
     """Run one worker process on the plugin's queue until stopped (or idle, with ``burst``).
 
     ``redis`` says which Redis; the worker talks to it through a client of its own that waits
-    out outages (see module docstring)."""
+    out outages (see module docstring). ``history`` is the app's history database
+    (``get_state(app).history``): unless ``WEBHOOKS_HISTORY_WRITER`` is off, a thread of this
+    process writes the history backlog into it (:mod:`chatbot_webhooks.history.writer`)."""
     _log_to_stderr()
     name = f"webhooks-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     retry = RideOut(OutageLog())
@@ -166,10 +171,15 @@ def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None
     worker = DeliveryWorker([Queue(settings.queue, connection=rq_redis)], connection=rq_redis,
                             name=name, job_class=DeliveryJob)
     worker.retry = retry
+    writer = (HistoryWriter(Store(redis, settings.key_prefix), history, settings,
+                            name=f"{name}-history")
+              if history is not None and settings.history_writer else None)
     try:
         with place("worker"):
             ticker.tick()
             ticker.start()
+            if writer is not None:
+                writer.start()
             # No RQ scheduler: retries and expired leases live in the plugin's due set and
             # the ticker starts jobs for them. RQ's scheduler is a forked child that a
             # SIGKILLed worker would leave orphaned, still heartbeating into Redis.
@@ -182,6 +192,9 @@ def run_worker(redis: Redis, settings: Settings, *, burst: bool = False) -> None
                     "deliveries come back when their lease ends", name, exc)
     finally:
         ticker.stopped.set()
+        if writer is not None:
+            writer.stopped.set()
+            writer.join(timeout=10)
         ticker.join(timeout=5)
         close_engines()
         use_worker_settings(None)

@@ -14,6 +14,7 @@ from typing import Any
 from ..events import utc_iso
 from ..records import text
 from ..store import Store
+from ..store.backlog import BACKLOG_FIELD
 from ..store.tally import DURATION_BUCKETS, DURATION_SUM, FINISHED, OUTCOMES, bucket_name
 
 
@@ -42,6 +43,8 @@ class Fleet:
     oldest_due_age_seconds: float
     #: Webhooks deactivated by failures or a 410 and not re-enabled.
     webhooks_disabled: int
+    #: History rows (deliveries, events) waiting in Redis to be written to the database.
+    history_backlog: int = 0
     events_emitted: dict[str, int] = field(default_factory=dict)
     #: Deliveries a webhook's filter dropped at fan-out, by event name.
     events_filtered: dict[str, int] = field(default_factory=dict)
@@ -87,6 +90,7 @@ def read_fleet(store: Store) -> Fleet:
         oldest_due_age_seconds=round(max(0, now - int(oldest[0][1])) / 1000, 3) if oldest
         else 0.0,
         webhooks_disabled=int(disabled),
+        history_backlog=max(0, int(counts.get(BACKLOG_FIELD, 0))),
         events_emitted=emitted,
         events_filtered=filtered,
         attempts={o: int(counts.get(f"attempts:{o}", 0)) for o in OUTCOMES},

@@ -82,6 +82,8 @@ class FleetCollector(Collector):
             ("workers", len(fleet.workers), "Worker processes with a fresh heartbeat."),
             ("webhooks_disabled", fleet.webhooks_disabled,
              "Webhooks deactivated by failures (or a 410) and not re-enabled."),
+            ("history_backlog", fleet.history_backlog,
+             "History rows waiting in Redis to be written to the database."),
         ):
             yield GaugeMetricFamily(f"{PREFIX}{name}", doc, value=value)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from markupsafe import Markup
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
@@ -27,10 +28,10 @@ from ..delivery.filters import Filter
 from ..errors import Conflict, Forbidden, Invalid, NotFound, WebhookError
 from ..events import is_id, payload_for, utc_iso
 from ..host import Chatbot
-from ..records import FAILED, PENDING, SUCCEEDED, Delivery, Endpoint
+from ..records import FAILED, Delivery, Endpoint, now_ms
 from ..signing import ED25519, public_key, scheme_of
 from ..state import WebhooksState, get_state
-from . import access, actions
+from . import access, actions, chart
 from .error_pages import domain_error_page, http_error_page, redis_down_page
 from .forms import WebhookForm, add_errors, filter_text, form_for, parse_filter, read_form
 from .links import Access, LinkRefused
@@ -237,15 +238,14 @@ def bot_page(chatbot_id: str) -> ResponseReturnValue:
     failed_only = request.args.get("status") == FAILED
     summaries: list[dict[str, object]] = []
     hooks = state.store.webhooks_of(bot.id)
+    rates = state.history.success_rates([w.id for w in hooks], RECENT)
     for webhook in hooks:
-        recent, _more = endpoints.webhook_log(state.store, webhook, limit=RECENT)
-        final = [d for d in recent if d.status != PENDING]
-        ok = sum(d.status == SUCCEEDED for d in final)
+        final, ok, last = rates[webhook.id]
         summaries.append({
-            "webhook": webhook, "last": recent[0] if recent else None,
-            "rate": f"{round(100 * ok / len(final))}% of the last {len(final)}" if final
+            "webhook": webhook, "last": last,
+            "rate": f"{round(100 * ok / final)}% of the last {final}" if final
                     else "no finished deliveries yet"})
-    page, more = endpoints.bot_log(state.store, bot, limit=PAGE_SIZE,
+    page, more = endpoints.bot_log(state.store, state.history, bot, limit=PAGE_SIZE,
                                    starting_after=_cursor(),
                                    status=FAILED if failed_only else None)
     names = {e.id: e.name for e in state.store.endpoints_of(bot.id)}
@@ -293,10 +293,12 @@ def webhook_page(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
 def _render_webhook(state: WebhooksState, bot: Chatbot, webhook: Endpoint, *, status: int = 200,
                     form: WebhookForm | None = None, secret: str = "", secret_note: str = "",
                     key_note: str = "") -> ResponseReturnValue:
-    page, more = endpoints.webhook_log(state.store, webhook, limit=PAGE_SIZE,
+    page, more = endpoints.webhook_log(state.history, webhook, limit=PAGE_SIZE,
                                        starting_after=_cursor())
+    hours = state.history.last_day(webhook.id, now_ms())
     return render_template(
         "webhooks_portal/webhook.html", bot=bot, webhook=webhook,
+        chart=Markup(chart.svg(hours)), chart_summary=chart.summary(hours),
         form=form or form_for(webhook), events=catalogue.events_for(bot.type),
         deliveries=page, more=more, secret=secret, secret_note=secret_note,
         notice=key_note or NOTICES.get(request.args.get("notice", ""), ""),
@@ -380,7 +382,7 @@ def try_filter(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
 
 def _latest_sample(state: WebhooksState, bot: Chatbot, event: str) -> tuple[dict[str, Any], bool]:
     """The bot's newest real event of this kind (True), else the published sample (False)."""
-    recent = state.store.recent_events(bot.id, event, 1)
+    recent = state.history.recent_events([bot.id], event, 1)
     if recent:
         return recent[0], True
     return published.sample_event(event), False
@@ -405,8 +407,8 @@ def delete_webhook(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
 
 def delivery_page(chatbot_id: str, webhook_id: str, delivery_id: str) -> ResponseReturnValue:
     state, bot, webhook = _webhook(chatbot_id, webhook_id)
-    delivery = endpoints.get_delivery(state.store, webhook, delivery_id)
-    event = state.store.get_event(delivery.event_id)
+    delivery = endpoints.get_delivery(state.history, webhook, delivery_id)
+    event = state.history.get_event(delivery.event_id)
     body = (json.dumps(payload_for(event, webhook.custom_params), separators=(",", ":"))
             if event is not None else None)
     return render_template("webhooks_portal/delivery.html", bot=bot, webhook=webhook,

@@ -6,8 +6,9 @@ pipelines; everything a hot path does is pipelined.
 
 Made of one part per concern, each with its own Lua scripts, sharing the connection and the
 key names (:mod:`chatbot_webhooks.store.keys`, which also shows the key layout): endpoints
-(:mod:`~chatbot_webhooks.store.endpoints`), events (:mod:`~chatbot_webhooks.store.events`), the
-delivery log (:mod:`~chatbot_webhooks.store.deliveries`) and the work queue
+(:mod:`~chatbot_webhooks.store.endpoints`), live events (:mod:`~chatbot_webhooks.store.events`),
+live deliveries and the record script (:mod:`~chatbot_webhooks.store.deliveries`), the history
+backlog on its way to the database (:mod:`~chatbot_webhooks.store.backlog`) and the work queue
 (:mod:`~chatbot_webhooks.store.due`). What is left here is small: worker heartbeats, the
 fleet's counters and the portal's shared keys. The records themselves are in
 :mod:`chatbot_webhooks.records`. The package also holds the plugin's Redis clients
@@ -133,16 +134,19 @@ class Store(EndpointStore, EventStore, DeliveryLog, DueSet, RateBudgets):
         pipe.hdel(self.workers_info_key, worker)
         pipe.execute()
 
-    def ping_and_count_workers(self) -> int:
-        """PING Redis, try a write and count the worker processes with a fresh heartbeat, in
-        one round trip (readiness). The write is ``SET ... XX`` of a key that never exists: it
-        stores nothing, but Redis checks it like any write, so a Redis that answers yet
-        refuses writes (out of memory, MISCONF, a replica's READONLY) fails readiness."""
+    def ping_and_count_workers(self) -> tuple[int, int, int | None]:
+        """PING Redis, try a write, count the worker processes with a fresh heartbeat and read
+        the history backlog (rows waiting, ms of the last write), in one round trip
+        (readiness). The write is ``SET ... XX`` of a key that never exists: it stores
+        nothing, but Redis checks it like any write, so a Redis that answers yet refuses writes
+        (out of memory, MISCONF, a replica's READONLY) fails readiness."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.ping()
         pipe.set(f"{self.prefix}write-probe", b"", xx=True)
         pipe.zcount(self.workers_key, now_ms(), "+inf")
-        return int(pipe.execute()[2])
+        self.backlog_readings(pipe)
+        _pong, _probe, workers, rows, written = pipe.execute()
+        return int(workers), int(rows or 0), int(written) if written else None
 
     # -- counters and fleet figures ----------------------------------------------------------
     def count_batch(self, pipe: Pipeline, pump_id: str, batch_id: str, tally: Tally | None,

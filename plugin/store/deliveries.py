@@ -1,270 +1,215 @@
-"""The delivery log in Redis: one hash per delivery with its attempts, one log per endpoint
-by creation time, trimmed by count and age (never a pending delivery), and the scripts that
-store a batch of results in one call.
+"""Deliveries in Redis while they are live, and the one script that records a batch of results.
+
+A delivery is kept in Redis (one hash, ``p dl:{id}``) only while it is pending: from its first
+attempt that asks for a retry (or from its creation, for a redelivery, a test event or one put
+back before any attempt) to its final attempt. The hash holds what its next attempt needs,
+the event's envelope included (``body``), so an event leaves Redis as soon as its fan-out is
+done. A delivery that succeeds (or fails for good) at its first attempt is never stored here
+at all. Its history goes to the backlog (:mod:`.backlog`) in the same script call.
+
+While an event's fan-out is open, the ids of its deliveries recorded final are kept in
+``p fo:{event id}``, so a fan-out redone after a lost lease skips them (their ids derive from
+event and endpoint); the set goes when the fan-out is done.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from typing import cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
 
 from ..records import DELIVERY_FIELDS, Delivery, fast_json, now_ms
-from ..records import text as _text
-from .keys import StoreKeys, _decode, _run
+from .backlog import Backlog, entry_stem
+from .keys import _run
 
-_DELIVERY_FIELDS_JSON = json.dumps(DELIVERY_FIELDS)
+#: One delivery of :meth:`DeliveryLog.record`: kind (``n``: the first write of a fan-out
+#: delivery, ``u``: an update of a stored one), the due member whose lease covers it, its
+#: endpoint id, its id, when it is due again (``""``: final), its history row, its hash as
+#: field/value pairs (JSON, only when pending).
+RecordArgs = tuple[str, str, str, str, str, bytes, bytes]
 
-
-# KEYS: delivery hash, due. ARGV: its due member ('' = leave due alone), the member's new score
-# ('' = it leaves due), then field/value pairs. Updates a delivery only if it still exists: one
-# trimmed from the log (or deleted with its webhook) while in flight must not come back (and
-# its member leaves due). The member changes only after the write: a write Redis refuses (out
-# of memory) leaves it where it was, due again when its lease ends.
-_SAVE_IF_PRESENT = """
-local present = redis.call('EXISTS', KEYS[1]) == 1
-if present then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
-if ARGV[1] ~= '' then
-  if present and ARGV[2] ~= '' then
-    redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+# KEYS: due, backlog, backlog data, metrics. ARGV: prefix, ttl, entry id (without its row
+# count), now, k, then k groups of the seven values of RecordArgs, then the due members that
+# are done. Records a batch of results in one call:
+#  - a fan-out delivery ("n") is written only while its fan-out member is still due (no other
+#    job finished it), its endpoint exists and it is not recorded yet; pending, it is stored
+#    with the event's envelope and made due; final, it is remembered in the fan-out's set
+#    (unless that fan-out is done in this very call);
+#  - a stored delivery ("u") is written only while it is still stored and its endpoint
+#    exists (one deleted with its webhook must not come back); pending, it is updated and
+#    re-scored, final, it leaves Redis with its member;
+#  - each done member leaves due; a fan-out member's event goes with it, into the history;
+#  - every row written goes to the history backlog as one entry.
+# It decides first (reads only), then adds the backlog entry, and only then changes anything:
+# Redis out of memory refuses the entry's write but would allow removals, so a removal that
+# came first could drop work whose history was never stored. Members change only after the
+# writes of their work, so a refused write leaves them due, redone when their lease ends.
+_RECORD = """
+local prefix, ttl, due = ARGV[1], ARGV[2], KEYS[1]
+local last = 5 + 7 * tonumber(ARGV[5])
+local done = {}
+for i = last + 1, #ARGV do done[ARGV[i]] = true end
+local open, endpoints, rows, plan = {}, {}, {}, {}
+local function endpoint_exists(id)
+  local known = endpoints[id]
+  if known == nil then
+    known = redis.call('EXISTS', prefix .. 'ep:' .. id) == 1
+    endpoints[id] = known
+  end
+  return known
+end
+for i = 6, last, 7 do
+  local kind, item, ep, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local key = prefix .. 'dl:' .. id
+  local write
+  if kind == 'n' then
+    local still = open[item]
+    if still == nil then
+      still = redis.call('ZSCORE', due, item) ~= false
+      open[item] = still
+    end
+    local event_id = string.match(item, '^f:([^|]*)') or ''
+    write = still and endpoint_exists(ep) and redis.call('EXISTS', key) == 0
+            and redis.call('SISMEMBER', prefix .. 'fo:' .. event_id, id) == 0
   else
-    redis.call('ZREM', KEYS[2], ARGV[1])
+    write = redis.call('EXISTS', key) == 1 and (ep == '' or endpoint_exists(ep))
+  end
+  plan[#plan + 1] = write
+  if write then rows[#rows + 1] = ARGV[i + 5] end
+end
+local events, removed = {}, {}
+for i = last + 1, #ARGV do
+  if redis.call('ZSCORE', due, ARGV[i]) then
+    removed[#removed + 1] = ARGV[i]
+    local event_id = string.match(ARGV[i], '^f:([^|]*)')
+    local body = event_id and redis.call('GET', prefix .. 'ev:' .. event_id)
+    if body then events[#events + 1] = body end
   end
 end
-return present and 1 or 0
-"""
-
-# KEYS: endpoint log zset. ARGV: keep newest N, oldest score to keep, delivery key prefix.
-# Trims the log by count and age and deletes the trimmed delivery hashes with it. A delivery
-# still pending is never trimmed (that would lose its event); it stays until it is final. At
-# most 256 entries are looked at per call, so a log full of pending deliveries stays cheap.
-_TRIM_LOG = """
-local candidates = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, 256)
-local extra = redis.call('ZCARD', KEYS[1]) - #candidates - tonumber(ARGV[1])
-if extra > 0 then
-  local more = redis.call('ZRANGE', KEYS[1], #candidates, #candidates + math.min(extra, 256) - 1)
-  for _, id in ipairs(more) do candidates[#candidates + 1] = id end
+local n = #rows + #events
+if n > 0 then
+  local entry = ARGV[3] .. ':' .. n
+  redis.call('ZADD', KEYS[2], ARGV[4], entry)
+  redis.call('HSET', KEYS[3], entry, '{"d":[' .. table.concat(rows, ',') .. '],"e":['
+             .. table.concat(events, ',') .. ']}')
+  redis.call('HINCRBY', KEYS[4], 'history:backlog', n)
 end
-local removed = 0
-for _, id in ipairs(candidates) do
-  if redis.call('HGET', ARGV[3] .. id, 'status') ~= 'pending' then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('DEL', ARGV[3] .. id)
-    removed = removed + 1
-  end
-end
-return removed
-"""
-
-
-# KEYS: endpoint hash and log of each endpoint in turn, then due. ARGV: ttl, keep newest N,
-# oldest score to keep, delivery key prefix, the field names (JSON), the field holding the log
-# score, the deliveries as JSON (one list per endpoint of value lists; the first value is the
-# id), delivery id -> due score of those to attempt again (JSON), due members that are done
-# (JSON). Stores the first attempts of fan-out deliveries, logs them, trims each log (by the
-# rules of _TRIM_LOG), makes the pending ones due and removes the finished members from due, in
-# one call per batch. Nothing is written for an endpoint deleted meanwhile. A delivery already
-# stored (a fan-out redone by a job that lost its lease, while the first one still recorded)
-# is left as it is, with its attempts and its schedule: this attempt is not logged. The
-# members leave due last, so an error (a write refused when Redis is out of memory) leaves
-# them due: their work is redone when the lease ends, and what was stored is skipped.
-_RECORD_NEW = "local function trim(KEYS, ARGV)\n" + _TRIM_LOG + """
-end
-local ttl, prefix = ARGV[1], ARGV[4]
-local fields = cjson.decode(ARGV[5])
-local score_at = 0
-for f, name in ipairs(fields) do
-  if name == ARGV[6] then score_at = f end
-end
-local due_at = cjson.decode(ARGV[8])
-local due = KEYS[#KEYS]
 local scheduled = {}
-local written = 0
-for e, rows in ipairs(cjson.decode(ARGV[7])) do
-  local log = KEYS[2 * e]
-  if redis.call('EXISTS', KEYS[2 * e - 1]) == 1 then
-    local members = {}
-    for _, values in ipairs(rows) do
-      local key = prefix .. values[1]
-      if redis.call('EXISTS', key) == 0 then
-        local pairs_ = {}
-        for f, name in ipairs(fields) do
-          pairs_[#pairs_ + 1] = name
-          pairs_[#pairs_ + 1] = values[f]
-        end
-        redis.call('HSET', key, unpack(pairs_))
+local function schedule(at, member)
+  scheduled[#scheduled + 1] = at
+  scheduled[#scheduled + 1] = member
+  if #scheduled >= 1000 then
+    redis.call('ZADD', due, unpack(scheduled))
+    scheduled = {}
+  end
+end
+for p, write in ipairs(plan) do
+  local i = 6 + 7 * (p - 1)
+  local kind, item, id, at = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
+  local key = prefix .. 'dl:' .. id
+  if kind == 'n' then
+    if write then
+      local event_id = string.match(item, '^f:([^|]*)') or ''
+      if at ~= '' then
+        redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
+        local body = redis.call('GET', prefix .. 'ev:' .. event_id)
+        if body then redis.call('HSET', key, 'body', body) end
         redis.call('EXPIRE', key, ttl)
-        members[#members + 1] = values[score_at]
-        members[#members + 1] = values[1]
-        if #members >= 1000 then
-          redis.call('ZADD', log, unpack(members))
-          members = {}
-        end
-        local at = due_at[values[1]]
-        if at then
-          scheduled[#scheduled + 1] = at
-          scheduled[#scheduled + 1] = 'd:' .. values[1]
-          if #scheduled >= 1000 then
-            redis.call('ZADD', due, unpack(scheduled))
-            scheduled = {}
-          end
-        end
-        written = written + 1
+        schedule(at, 'd:' .. id)
+      elseif not done[item] then
+        local trace = prefix .. 'fo:' .. event_id
+        redis.call('SADD', trace, id)
+        redis.call('EXPIRE', trace, ttl)
       end
     end
-    if #members > 0 then redis.call('ZADD', log, unpack(members)) end
-    redis.call('EXPIRE', log, ttl)
-    trim({log}, {ARGV[2], ARGV[3], prefix})
+  elseif write and at ~= '' then
+    redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
+    if item ~= '' then schedule(at, item) end
+  else
+    redis.call('DEL', key)
+    if item ~= '' then redis.call('ZREM', due, item) end
   end
 end
 if #scheduled > 0 then redis.call('ZADD', due, unpack(scheduled)) end
-local done = cjson.decode(ARGV[9])
-for i = 1, #done, 1000 do
-  redis.call('ZREM', due, unpack(done, i, math.min(i + 999, #done)))
+for _, member in ipairs(removed) do
+  redis.call('ZREM', due, member)
+  local event_id = string.match(member, '^f:([^|]*)')
+  if event_id then redis.call('DEL', prefix .. 'ev:' .. event_id, prefix .. 'fo:' .. event_id) end
 end
-return written
+return #rows
 """
 
 
-class DeliveryLog(StoreKeys):
-    """Reads and writes of deliveries (part of :class:`~chatbot_webhooks.store.Store`)."""
+def _decode_live(raw: dict[bytes, bytes]) -> tuple[Delivery, bytes | None]:
+    body = raw.pop(b"body", None)
+    return Delivery.from_hash({k.decode(): v.decode() for k, v in raw.items()}), body
+
+
+class DeliveryLog(Backlog):
+    """Live deliveries and the record script (part of :class:`~chatbot_webhooks.store.Store`)."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         super().__init__(redis, prefix)
-        self._trim_log = redis.register_script(_TRIM_LOG)
-        self._save_if_present = redis.register_script(_SAVE_IF_PRESENT)
-        self._record_new = redis.register_script(_RECORD_NEW)
+        self._record = redis.register_script(_RECORD)
 
-    def add_delivery(
-        self, pipe: Pipeline, delivery: Delivery, *, ttl: int, due_at_ms: int
-    ) -> None:
-        """Create a delivery, log it under its endpoint and make it due at ``due_at_ms``."""
+    def add_delivery(self, pipe: Pipeline, delivery: Delivery, body: bytes, *, ttl: int,
+                     due_at_ms: int, event: dict[str, Any] | None = None) -> None:
+        """A delivery made outside a fan-out (a redelivery, a test event), due at
+        ``due_at_ms``: stored with the envelope it sends, and its history (with the event's,
+        when ``event`` is new) into the backlog."""
         key = self.delivery_key(delivery.id)
-        pipe.hset(key, mapping=dict(delivery.to_hash()))
+        pipe.hset(key, mapping={**delivery.to_hash(), "body": body})
         pipe.expire(key, ttl)
-        pipe.zadd(self.log_key(delivery.endpoint_id), {delivery.id: delivery.created_ms})
-        pipe.expire(self.log_key(delivery.endpoint_id), ttl)
         pipe.zadd(self.due_key, {f"d:{delivery.id}": due_at_ms})
-
-    def trim_log(self, pipe: Pipeline, endpoint_id: str, keep: int, max_age_s: int) -> None:
-        _run(self._trim_log, [self.log_key(endpoint_id)],
-             [keep, now_ms() - max_age_s * 1000, f"{self.prefix}dl:"], pipe)
+        payload = b'{"d":[' + delivery.history_row() + b'],"e":[' + (
+            fast_json(event) if event is not None else b"") + b"]}"
+        self.add_history(pipe, payload, 2 if event is not None else 1)
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
-        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.delivery_key(delivery_id)))
-        return Delivery.from_hash(_decode(raw)) if raw else None
+        """A live (pending) delivery, without its envelope."""
+        found = self.live_deliveries([delivery_id])[0]
+        return found[0] if found else None
 
-    def get_deliveries(self, delivery_ids: Sequence[str]) -> list[Delivery | None]:
+    def live_deliveries(self, delivery_ids: Sequence[str]
+                        ) -> list[tuple[Delivery, bytes | None] | None]:
+        """The live deliveries with the envelope each sends (None when it is stored without:
+        a delivery stored before envelopes were), None for those not stored."""
         pipe = self.redis.pipeline(transaction=False)
         for delivery_id in delivery_ids:
             pipe.hgetall(self.delivery_key(delivery_id))
-        return [Delivery.from_hash(_decode(raw)) if raw else None for raw in pipe.execute()]
+        return [_decode_live(cast(dict[bytes, bytes], raw)) if raw else None
+                for raw in pipe.execute()]
 
-    def delivery_log(
-        self, endpoint_id: str, *, limit: int, starting_after: str | None = None
-    ) -> tuple[list[Delivery], bool]:
-        """Newest first. ``starting_after`` is the id of the last delivery of the previous page.
-        Returns the page and whether there is more."""
-        key = self.log_key(endpoint_id)
-        start = 0
-        if starting_after:
-            rank = self.redis.zrevrank(key, starting_after)
-            if rank is None:
-                raise KeyError(starting_after)
-            start = int(cast(int, rank)) + 1
-        ids = [_text(i) for i in self.redis.zrevrange(key, start, start + limit)]
-        found = [d for d in self.get_deliveries(ids[:limit]) if d is not None]
-        return found, len(ids) > limit
+    def get_deliveries(self, delivery_ids: Sequence[str]) -> list[Delivery | None]:
+        return [found[0] if found else None for found in self.live_deliveries(delivery_ids)]
 
-    def merged_log(
-        self, endpoint_ids: Sequence[str], *, limit: int, starting_after: str | None = None,
-        status: str | None = None,
-    ) -> tuple[list[Delivery], bool]:
-        """Newest first across the logs of several endpoints (a bot's webhooks and
-        subscriptions), in the order :meth:`delivery_log` uses for one: by creation time, then
-        by id. ``starting_after`` is the last delivery of the previous page (``KeyError`` when
-        it is in none of these logs); ``status`` keeps only deliveries in that state.
+    def record(self, pipe: Pipeline, deliveries: Sequence[RecordArgs], done: Sequence[str], *,
+               ttl: int) -> None:
+        """Queue the batch's one record call (see _RECORD): ``deliveries`` as
+        :data:`RecordArgs`, ``done`` the due members whose work is finished."""
+        args: list[Any] = [self.prefix, ttl, entry_stem(), now_ms(),
+                           len(deliveries)]
+        for one in deliveries:
+            args.extend(one)
+        args.extend(done)
+        _run(self._record, [self.due_key, self.backlog_key, self.backlog_data_key,
+                            self.metrics_key], args, pipe)
 
-        The logs are walked together page by page (two commands per endpoint per page, in one
-        pipeline), so no merged copy is ever written; a ``status`` filter reads further until
-        the page is full or the logs end.
-        """
-        cursor: tuple[float, str] | None = None
-        if starting_after:
-            known = self.get_delivery(starting_after)
-            score = (self.redis.zscore(self.log_key(known.endpoint_id), starting_after)
-                     if known is not None and known.endpoint_id in endpoint_ids else None)
-            if score is None:
-                raise KeyError(starting_after)
-            cursor = (float(score), starting_after)
-        found: list[Delivery] = []
-        batch = limit + 1 if status is None else max(limit + 1, 100)
-        while True:
-            ids = self._merged_ids(endpoint_ids, cursor, batch)
-            for delivery in self.get_deliveries([i for _, i in ids]):
-                if delivery is None or (status is not None and delivery.status != status):
-                    continue
-                if len(found) == limit:
-                    return found, True
-                found.append(delivery)
-            if len(ids) < batch:
-                return found, False
-            cursor = ids[-1]
-            batch = min(batch * 2, 1000)
-
-    def _merged_ids(
-        self, endpoint_ids: Sequence[str], cursor: tuple[float, str] | None, count: int
-    ) -> list[tuple[float, str]]:
-        """The next ``count`` (score, id) of the merged logs after ``cursor``, newest first."""
+    def recorded_deliveries(self, event_id: str, delivery_ids: Sequence[str]) -> set[str]:
+        """Which of an event's fan-out deliveries are recorded already (final, remembered
+        while the fan-out is open, or stored pending)."""
         pipe = self.redis.pipeline(transaction=False)
-        for endpoint_id in endpoint_ids:
-            key = self.log_key(endpoint_id)
-            if cursor is None:
-                pipe.zrevrange(key, 0, count - 1, withscores=True)
-            else:  # same-time entries after the cursor's id, then every older one
-                pipe.zrangebyscore(key, cursor[0], cursor[0], withscores=True)
-                pipe.zrevrangebyscore(key, f"({cursor[0]!r}", "-inf", start=0, num=count,
-                                      withscores=True)
-        rows = [(float(score), _text(member)) for result in pipe.execute()
-                for member, score in result]
-        if cursor is not None:
-            rows = [r for r in rows if r[0] < cursor[0] or r[1] < cursor[1]]
-        rows.sort(reverse=True)
-        return rows[:count]
-
-    def save_delivery(
-        self, pipe: Pipeline, delivery: Delivery, *, item: str = "", due_ms: int | None = None
-    ) -> None:
-        """Write back a delivery's state and attempts, unless it has left the log meanwhile;
-        then make its ``due`` member ``item`` (if given) due at ``due_ms``, or remove it (None,
-        or the delivery is gone). The member is touched only after the write succeeded."""
-        pairs = [value for kv in delivery.to_hash().items() for value in kv]
-        _run(self._save_if_present, [self.delivery_key(delivery.id), self.due_key],
-             [item, "" if due_ms is None else due_ms, *pairs], pipe)
-
-    def record_new(
-        self, pipe: Pipeline, deliveries: dict[str, list[Delivery]], *, ttl: int, keep: int,
-        max_age_s: int, due: Mapping[str, int] | None = None, done: Sequence[str] = (),
-    ) -> None:
-        """Store fan-out deliveries (by endpoint id) after their first attempt, log them and
-        trim the logs: one script call per batch instead of five commands per delivery. Those
-        in ``due`` (delivery id -> ms) are made due then; the ``done`` members leave ``due``
-        after every write succeeded. Deliveries of an endpoint deleted meanwhile are dropped;
-        a delivery stored already is left as it is (see _RECORD_NEW)."""
-        keys = [key for endpoint_id in deliveries
-                for key in (self.ep_key(endpoint_id), self.log_key(endpoint_id))]
-        rows = fast_json([[d.hash_values() for d in group] for group in deliveries.values()])
-        schedule = fast_json({d: str(ms) for d, ms in due.items()} if due else {})
-        _run(self._record_new, [*keys, self.due_key],
-             [ttl, keep, now_ms() - max_age_s * 1000, f"{self.prefix}dl:", _DELIVERY_FIELDS_JSON,
-              "created_ms", rows, schedule, fast_json(list(done))], pipe)
-
-    def existing_deliveries(self, delivery_ids: Sequence[str]) -> set[str]:
-        """Which of these deliveries are stored."""
-        pipe = self.redis.pipeline(transaction=False)
+        trace = f"{self.prefix}fo:{event_id}"
         for delivery_id in delivery_ids:
+            pipe.sismember(trace, delivery_id)
             pipe.exists(self.delivery_key(delivery_id))
-        return {d for d, n in zip(delivery_ids, pipe.execute(), strict=True) if n}
+        found = pipe.execute()
+        return {d for n, d in enumerate(delivery_ids) if found[2 * n] or found[2 * n + 1]}
+
+
+def hash_pairs(delivery: Delivery) -> bytes:
+    """A delivery's hash as the record script's field/value pairs (JSON)."""
+    return fast_json([value for pair in zip(DELIVERY_FIELDS, delivery.hash_values(),
+                                            strict=True) for value in pair])

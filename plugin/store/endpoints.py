@@ -12,9 +12,10 @@ from typing import Any, cast
 from redis import Redis
 from redis.client import Pipeline
 
-from ..records import WEBHOOK, ZAPIER, Endpoint, _field
+from ..records import WEBHOOK, ZAPIER, Endpoint, _field, fast_json
 from ..records import text as _text
-from .keys import StoreKeys, _decode
+from .backlog import Backlog
+from .keys import _decode, _run
 
 
 class NameTaken(Exception):
@@ -92,18 +93,19 @@ redis.call('INCR', KEYS[2])
 return 1
 """
 
-# KEYS: ep hash, log, bot eps set, bot names hash, bot version, zapier dedupe key, disabled
-# set. ARGV: id, delivery key prefix. Index entries are removed only while they point to this id.
+# KEYS: ep hash, bot eps set, bot names hash, bot version, zapier dedupe key, disabled set.
+# ARGV: id. Index entries are removed only while they point to this id. Its pending
+# deliveries are dropped when they next come due (the record script finds no endpoint), its
+# history by the writer (the purge entry queued with this call).
 _DELETE_ENDPOINT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local name = redis.call('HGET', KEYS[1], 'name')
-if name and redis.call('HGET', KEYS[4], name) == ARGV[1] then redis.call('HDEL', KEYS[4], name) end
-if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do redis.call('DEL', ARGV[2] .. id) end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[7], ARGV[1])
-redis.call('INCR', KEYS[5])
+if name and redis.call('HGET', KEYS[3], name) == ARGV[1] then redis.call('HDEL', KEYS[3], name) end
+if redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[6], ARGV[1])
+redis.call('INCR', KEYS[4])
 return 1
 """
 
@@ -123,7 +125,7 @@ return ARGV[1]
 """
 
 
-class EndpointStore(StoreKeys):
+class EndpointStore(Backlog):
     """Reads and writes of endpoints (part of :class:`~chatbot_webhooks.store.Store`)."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
@@ -240,14 +242,16 @@ class EndpointStore(StoreKeys):
         return self.get_endpoint(_text(self.redis.hget(self.bot_names_key(chatbot_id), name)))
 
     def delete_endpoint(self, endpoint: Endpoint) -> None:
-        """Remove an endpoint, its name or dedupe entry and its delivery log, atomically."""
+        """Remove an endpoint and its name or dedupe entry, and queue the removal of its
+        history, in one transaction."""
         dedupe = self._dedupe_key(endpoint) if endpoint.kind == ZAPIER else f"{self.prefix}-"
-        self._delete_endpoint(
-            keys=[self.ep_key(endpoint.id), self.log_key(endpoint.id),
-                  self.bot_eps_key(endpoint.chatbot_id), self.bot_names_key(endpoint.chatbot_id),
-                  self.bot_version_key(endpoint.chatbot_id), dedupe, self.disabled_key],
-            args=[endpoint.id, f"{self.prefix}dl:"],
-        )
+        pipe = self.redis.pipeline(transaction=True)
+        _run(self._delete_endpoint,
+             [self.ep_key(endpoint.id), self.bot_eps_key(endpoint.chatbot_id),
+              self.bot_names_key(endpoint.chatbot_id), self.bot_version_key(endpoint.chatbot_id),
+              dedupe, self.disabled_key], [endpoint.id], pipe)
+        self.add_history(pipe, fast_json({"x": [endpoint.id]}), 1)
+        pipe.execute()
 
     def bot_versions(self, chatbot_ids: Sequence[str]) -> list[int]:
         return [int(v or 0) for v in self.redis.mget(

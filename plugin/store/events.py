@@ -1,11 +1,12 @@
-"""Events in Redis: the stored envelope (it expires with the delivery log) and the newest
-events of each type of a bot (Zapier's samples).
+"""Events in Redis while they are live: the envelope as emitted, from ``emit`` until its
+fan-out is done (then it goes to the history with the fan-out's last results, see
+:mod:`.deliveries`; a pending delivery keeps its own copy). It expires after the log age in
+any case, so an event no worker ever fanned out does not stay for ever.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any, cast
 
 from redis import Redis
@@ -14,24 +15,17 @@ from redis.client import Pipeline
 from ..records import fan_out_item, now_ms
 from .keys import StoreKeys, _run
 
-# KEYS: event, recent list, due, doorbell, metrics. ARGV: envelope, ttl, recent samples to
-# keep (0: no sample), fan-out member ('': none), now, counter field ('': not counted). Stores
-# an event, keeps it as a recent sample, makes it due for fan-out, rings the doorbell (see
-# Store.ring) and counts it.
+# KEYS: event, due, doorbell, metrics. ARGV: envelope, ttl, fan-out member ('': none), now,
+# counter field ('': not counted). Stores an event, makes it due for fan-out, rings the
+# doorbell (see Store.ring) and counts it.
 _ADD_EVENT = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-local keep = tonumber(ARGV[3])
-if keep > 0 then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  redis.call('LTRIM', KEYS[2], 0, keep - 1)
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  redis.call('LPUSH', KEYS[3], '1')
+  redis.call('LTRIM', KEYS[3], 0, 15)
 end
-if ARGV[4] ~= '' then
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
-  redis.call('LPUSH', KEYS[4], '1')
-  redis.call('LTRIM', KEYS[4], 0, 15)
-end
-if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[5], ARGV[6], 1) end
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
 return 1
 """
 
@@ -49,12 +43,11 @@ class EventStore(StoreKeys):
         *,
         ttl: int,
         owner: str = "",
-        recent: int = 25,
         fan_out: bool = True,
         count: str = "",
         pipe: Pipeline | None = None,
     ) -> None:
-        """Queue an event: stored, remembered as a recent sample, and due for fan-out now;
+        """Queue an event: stored, and due for fan-out now;
         ``count`` is the counter field it adds 1 to ('' none, see ``tally.emitted_field``).
 
         Pipelined by the caller (``emit``) together with the job reservation, so the platform
@@ -64,23 +57,13 @@ class EventStore(StoreKeys):
         body = json.dumps(event, separators=(",", ":"))
         # one script call instead of seven commands: emit's cost is mostly per command
         _run(self._add_event,
-             [self.event_key(event["id"]), self.recent_key(event["chatbot"]["id"], event["event"]),
-              self.due_key, self.doorbell_key, self.metrics_key],
-             [body, ttl, max(recent, 0), fan_out_item(event["id"], owner) if fan_out else "",
-              now_ms(), count], target)
+             [self.event_key(event["id"]), self.due_key, self.doorbell_key, self.metrics_key],
+             [body, ttl, fan_out_item(event["id"], owner) if fan_out else "", now_ms(), count],
+             target)
         if pipe is None:
             target.execute()
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """A live event (one whose fan-out is not done yet)."""
         raw = self.redis.get(self.event_key(event_id))
         return cast(dict[str, Any], json.loads(raw)) if raw else None
-
-    def get_events(self, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        if not event_ids:
-            return {}
-        raws = self.redis.mget([self.event_key(e) for e in event_ids])
-        return {eid: json.loads(raw) for eid, raw in zip(event_ids, raws, strict=True) if raw}
-
-    def recent_events(self, chatbot_id: str, event: str, limit: int) -> list[dict[str, Any]]:
-        raws = self.redis.lrange(self.recent_key(chatbot_id, event), 0, limit - 1)
-        return [json.loads(raw) for raw in raws]

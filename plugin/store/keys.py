@@ -11,10 +11,12 @@ Key layout (``p`` is the configured prefix)::
                                    jobs can cache endpoints and still see a new subscription
                                    before the very next event
     p zap:{owner}:{digest}  string subscription id for (target_url, event, chatbot)
-    p ev:{eid}              string the event envelope as JSON (expires with the log)
-    p bot:{cid}:recent:{ev} list   newest events of that type (Zapier samples)
-    p dl:{did}              hash   one delivery and its attempts
-    p log:{id}              zset   delivery ids of endpoint {id} by creation time
+    p ev:{eid}              string the event envelope as JSON, until its fan-out is done
+                                   (it expires after the log age in any case)
+    p fo:{eid}              set    while an event's fan-out is open: its deliveries recorded
+                                   final (a fan-out redone after a lost lease skips them)
+    p dl:{did}              hash   one pending delivery: its state, attempts so far and the
+                                   envelope it sends (``body``); gone once it is final
     p due                   zset   work items by due time in ms: "f:{eid}|{owner}" fan-out an
                                    event (owner: the bot's owner when it was emitted),
                                    "d:{did}" attempt a delivery. A claimed item's score is
@@ -26,11 +28,22 @@ Key layout (``p`` is the configured prefix)::
     p workers:info          hash   worker -> JSON {host, pid, at (ms of its last beat)}
     p disabled              set    ids of webhooks deactivated by failures or a 410
     p metrics               hash   the fleet's counters (see chatbot_webhooks.store.tally)
+                                   and the rows waiting in the history backlog
+    p history               zset   history backlog entries by when they may be taken (a
+                                   claimed entry's score is pushed to the end of its lease)
+    p history:data          hash   entry -> its rows (JSON), see store.backlog
+    p history:written       string ms of the last successful history write
+    p history:maintenance   string the worker running retention this minute (a lock)
     p rl:{id}               string a rate-limited webhook's budget: when its next delivery may
                                    go (ms, Redis' clock; see chatbot_webhooks.store.budgets)
     p key:{name}            string a key every process shares (the portal's signing key)
     p used:{token}          string a portal link that was opened (for the link's lifetime)
     p mark:{digest}         string "show this session the webhook's new secret once"
+
+Written by earlier versions and read only by ``flask webhooks db import-redis``, which moves
+them to the history database: ``p log:{id}`` (zset: an endpoint's delivery ids by creation
+time), ``p dl:{did}`` hashes of final deliveries and ``p bot:{cid}:recent:{ev}`` (list: a
+bot's newest events of a type).
 """
 
 from __future__ import annotations

@@ -47,8 +47,15 @@ describe('performList', () => {
       { quote_id: 'q_list_1', total: 10 }, 'conv_list');
     const second = await emit(state, 'lists-quote', 'quote.created',
       { quote_id: 'q_list_2', total: 20 }, 'conv_list');
-    const results = await appTester(trigger.operation.performList,
-      { authData, inputData: { chatbot_id: 'lists-quote' } });
+    // the samples come from the history: there once the worker fanned the events out and
+    // its history writer stored them (a moment after the emit)
+    let results = [];
+    for (let tries = 0; tries < 100; tries += 1) {
+      results = await appTester(trigger.operation.performList,
+        { authData, inputData: { chatbot_id: 'lists-quote' } });
+      if (results.length === 2) break;
+      await new Promise((resolve) => { setTimeout(resolve, 100); });
+    }
     expectSampleShape(results, trigger.operation.sample);
     expect(results.map((item) => item.id)).toEqual([second, first]);
     expect(results[0]).toMatchObject({ object: 'event', event: 'quote.created',

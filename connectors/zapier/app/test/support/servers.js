@@ -227,8 +227,11 @@ class ProcessGroup {
   }
 }
 
-/** The env every Python process gets: the repo importable, fast retries, local receivers. */
-const pythonEnv = (redisUrl, platformKey) => {
+/**
+ * The env every Python process gets: the repo importable, fast retries, local receivers, and a
+ * history database of the run's own (a SQLite file in its temporary folder).
+ */
+const pythonEnv = (redisUrl, platformKey, databaseUrl) => {
   const env = { ...process.env };
   for (const key of Object.keys(env)) {
     if (key.startsWith('FLASK_') || key.startsWith('WEBHOOKS_')) delete env[key];
@@ -239,6 +242,7 @@ const pythonEnv = (redisUrl, platformKey) => {
     PYTHONUNBUFFERED: '1',
     PYTHONDONTWRITEBYTECODE: '1',
     REDIS_URL: redisUrl,
+    DATABASE_URL: databaseUrl,
     WEBHOOKS_ALLOW_PRIVATE_URLS: 'true',
     WEBHOOKS_PLATFORM_KEY: platformKey,
     WEBHOOKS_RETRY_DELAYS: '0.5,0.5',
@@ -272,7 +276,7 @@ json.dump(out, sys.stdout)
 `;
 
 const setUpData = async (python, env) => {
-  const commands = [];
+  const commands = [['db', ['webhooks', 'db', 'upgrade']]]; // the history's tables first
   for (const [owner, bots] of Object.entries(FIXTURES)) {
     for (const [id, type, name] of bots) {
       commands.push([`bot:${id}`,
@@ -311,7 +315,8 @@ const startServers = async () => {
     await group.waitFor(redis, () => redisAnswersPing(redisPort), 'PONG');
 
     const platformKey = `platform-${crypto.randomBytes(12).toString('hex')}`;
-    const env = pythonEnv(`redis://127.0.0.1:${redisPort}/0`, platformKey);
+    const env = pythonEnv(`redis://127.0.0.1:${redisPort}/0`, platformKey,
+      `sqlite:///${path.join(tmpDir, 'history.sqlite3')}`);
     const keys = await setUpData(python, env);
 
     const apiPort = await freePort();

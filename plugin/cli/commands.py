@@ -1,4 +1,5 @@
-"""``flask webhooks ...``: manage the built-in chatbots and API keys, emit, run workers.
+"""``flask webhooks ...``: manage the built-in chatbots and API keys, emit, run workers, see the
+fleet's status (the ``db`` commands are in :mod:`.db`).
 
 Commands whose output a script reads (``create-key``, ``emit``, ``portal-link``) print that
 value alone on their last line. ``add-chatbot`` and the key commands manage the built-in
@@ -16,11 +17,11 @@ import click
 from flask.cli import AppGroup
 from redis.exceptions import RedisError
 
-from . import events as catalogue
-from .errors import Unavailable
-from .host import Chatbot
-from .state import UnknownChatbot, WebhooksState, get_state
-from .store.clients import outage_of, refuses_writes
+from .. import events as catalogue
+from ..errors import Unavailable
+from ..host import Chatbot
+from ..state import UnknownChatbot, WebhooksState, get_state
+from ..store.clients import outage_of, refuses_writes
 
 
 class WebhooksGroup(AppGroup):
@@ -147,12 +148,12 @@ def emit(chatbot_id: str, event: str, data: str, conversation_id: str | None) ->
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
     """Run a delivery worker (RQ SimpleWorker + ticker). Run one per core."""
-    from .delivery.worker import run_worker
-    from .ops.logs import configure_logging
+    from ..delivery.worker import run_worker
+    from ..ops.logs import configure_logging
 
     state = get_state()
     configure_logging(state.settings.log_format, replace=True)
-    run_worker(state.store.redis, state.settings, burst=burst)
+    run_worker(state.store.redis, state.settings, burst=burst, history=state.history)
 
 
 @webhooks_cli.command("status")
@@ -160,7 +161,7 @@ def worker(burst: bool) -> None:
 def status(as_json: bool) -> None:
     """Show the fleet: live workers, backlog, lag, disabled webhooks, attempts by outcome.
     Exits 1 when no worker is alive (usable as a check)."""
-    from .ops.fleet import read_fleet
+    from ..ops.fleet import read_fleet
 
     try:
         fleet = read_fleet(get_state().store)
@@ -180,6 +181,7 @@ def status(as_json: bool) -> None:
         click.echo(f"scheduled retries   {fleet.scheduled_retries}")
         click.echo(f"oldest due age      {fleet.oldest_due_age_seconds:.1f} s")
         click.echo(f"disabled webhooks   {fleet.webhooks_disabled}")
+        click.echo(f"history backlog     {fleet.history_backlog} rows")
         click.echo("attempts            " + ", ".join(
             f"{outcome} {count}" for outcome, count in fleet.attempts.items()))
         click.echo("deliveries finished " + ", ".join(
