@@ -55,6 +55,7 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
                        "reference", None))
     out.extend(_throughput_rows(results, ceiling, own, cores))
     out.extend(_metrics_rows(results))
+    out.extend(_options_rows(results))
     if "latency" in results:
         lat = results["latency"]
         out.append(Row("(3) latency emit -> receipt at 100 events/s: p50",
@@ -273,6 +274,21 @@ def _metrics_rows(results: dict[str, Any]) -> list[Row]:
         shown += f" (rounds {min(rounds):.0%}-{max(rounds):.0%})"
     return [Row("(8) throughput (2) with metrics counting on (the default)",
                 f"{on:,.0f} deliveries/s", shown, ">= 97 % of counting off", ratio >= 0.97)]
+
+
+def _options_rows(results: dict[str, Any]) -> list[Row]:
+    """(2b) What a webhook's filter and two custom headers cost: (2)'s backlog to a webhook
+    that has them (the filter passes every event), against (2) in the same rounds."""
+    if "options" not in results or "throughput" not in results:
+        return []
+    rate, base = _median(results["options"], "rate"), _median(results["throughput"], "rate")
+    ratio = rate / base if base else 0.0
+    shown = f"{ratio:.0%} of (2) without them"
+    rounds = _per_round(results["options"], results["throughput"], "rate")
+    if len(rounds) > 1:
+        shown += f" (rounds {min(rounds):.0%}-{max(rounds):.0%})"
+    return [Row("(2b) throughput (2) to a webhook with a filter and two custom headers",
+                f"{rate:,.0f} deliveries/s", shown, ">= 95 % of (2)", ratio >= 0.95)]
 
 
 def _memory_rows(results: dict[str, Any]) -> list[Row]:

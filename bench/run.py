@@ -86,6 +86,9 @@ def main() -> None:
                 rounds=True)
             run("throughput", lambda: scenarios.drain(bench, "throughput", 1, 1, 20_000),
                 rounds=True)
+            run("options", lambda: scenarios.drain(
+                bench, "options", 1, 1, 20_000, hook_options=scenarios.HOOK_OPTIONS),
+                rounds=True)
             run("metrics_off", lambda: scenarios.drain(
                 bench, "metrics_off", 1, 1, 20_000, WEBHOOKS_METRICS_COUNTING="false"),
                 rounds=True)

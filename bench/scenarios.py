@@ -181,8 +181,18 @@ def add_bot(state: WebhooksState, bot_id: str) -> Chatbot:
     return bot
 
 
-def add_hook(state: WebhooksState, bot: Chatbot, url: str, name: str = "default") -> str:
-    return endpoints.create_webhook(state.store, state.settings, bot, name=name, url=url).id
+def add_hook(state: WebhooksState, bot: Chatbot, url: str, name: str = "default",
+             **options: Any) -> str:
+    return endpoints.create_webhook(state.store, state.settings, bot, name=name, url=url,
+                                    **options).id
+
+
+#: (2) with options: a filter that every benchmark event passes (so the deliveries are the
+#: same: what is measured is evaluating it) and two custom headers.
+HOOK_OPTIONS: dict[str, Any] = {
+    "filter": {"data.total": {"$gte": 100}, "data.currency": {"$in": ["USD", "EUR"]}},
+    "headers": {"Authorization": "Bearer bench-token-0123456789", "X-Site": "shop-1"},
+}
 
 
 def preload(state: WebhooksState, bot_ids: list[str], per_bot: int) -> list[str]:
@@ -271,7 +281,8 @@ def ceiling(bench: Bench, seconds: float = 5.0, client: str = "requests",
 # -- (2) and (4) 50 ms --------------------------------------------------------------------------
 
 def drain(bench: Bench, key: str, bots: int, hooks_per_bot: int, per_bot: int,
-          path: str = "/fast", **extra: str) -> dict[str, Any]:
+          path: str = "/fast", hook_options: dict[str, Any] | None = None,
+          **extra: str) -> dict[str, Any]:
     """Deliveries/s draining a backlog that appears at once, one worker process per core."""
     settings = bench.settings(**extra)
     state = get_state(bench.app(settings))
@@ -280,7 +291,8 @@ def drain(bench: Bench, key: str, bots: int, hooks_per_bot: int, per_bot: int,
         bot = add_bot(state, f"bot-{b:04d}")
         bot_ids.append(bot.id)
         for h in range(hooks_per_bot):
-            add_hook(state, bot, bench.receiver.url(f"{path}/{b}/{h}"), name=f"hook-{h}")
+            add_hook(state, bot, bench.receiver.url(f"{path}/{b}/{h}"), name=f"hook-{h}",
+                     **(hook_options or {}))
     total = bots * hooks_per_bot * per_bot
     kind = "slow" if path.startswith("/slow") else "fast"
     with bench.workers(settings) as pool:

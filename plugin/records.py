@@ -93,6 +93,17 @@ class Endpoint:
     failed_deliveries: int = 0
     created_at: str = ""
     updated_at: str = ""
+    #: Deliveries per second at most, fleet-wide (0: no limit).
+    rate_limit: int = 0
+    #: Extra request headers, name -> value (checked at registration).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Which events it gets beyond their names ({}: all; see ``delivery.filters``).
+    filter: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signature_scheme(self) -> str:
+        """``hmac-sha256`` or ``ed25519``: what its current secret signs with."""
+        return "ed25519" if self.secret.startswith("whsk_") else "hmac-sha256"
 
     def to_hash(self) -> dict[Any, Any]:
         # field by field, not ``asdict``: that deep-copies every list and dict first
@@ -118,6 +129,9 @@ class Endpoint:
             failed_deliveries=int(raw.get("failed_deliveries") or 0),
             created_at=raw.get("created_at", ""),
             updated_at=raw.get("updated_at", ""),
+            rate_limit=int(raw.get("rate_limit") or 0),
+            headers=json.loads(raw.get("headers") or "{}"),
+            filter=json.loads(raw.get("filter") or "{}"),
         )
 
     def secrets_now(self, at: float | None = None) -> list[str]:

@@ -5,13 +5,17 @@ string is not a boolean, a number is not a string."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from .. import events as catalogue
+from ..control.options import RESERVED_HEADERS
+from ..delivery import filters
 from ..events import utc_iso
-from ..records import Endpoint
+from ..records import WEBHOOK, Endpoint
+from ..signing import ED25519, SCHEMES, public_key, scheme_of
 
 
 class WholeMatch(validate.Regexp):
@@ -134,16 +138,37 @@ class WebhookBase(Schema):
                                  + ", ".join(sorted(catalogue.REFUSED_PARAM_NAMES))},
     )
     active = StrictBool()
+    rate_limit = fields.Integer(
+        strict=True, allow_none=True,
+        metadata={"description": "Deliveries per second at most, for the whole fleet (1-10,000; "
+                                 "null: none). Deliveries over it wait; they are not failures.",
+                  "minimum": 1, "maximum": 10_000})
+    headers = fields.Dict(
+        keys=fields.String(), values=fields.String(), allow_none=True,
+        metadata={"description": "Up to 10 extra request headers, name -> value (values up to "
+                                 "1,000 printable ASCII characters). Refused names, in any case: "
+                                 "webhook-*, proxy-*, " + ", ".join(sorted(RESERVED_HEADERS))})
+    filter = fields.Dict(
+        allow_none=True,
+        metadata={"description": "Only events that pass: dotted paths (data.*, chatbot.*, "
+                                 "conversation_id) to a value, or to one of "
+                                 + ", ".join(filters.OPERATORS) + ". null: every event."})
 
     @validates("custom_params")
     def _params(self, value: dict[str, Any], **_kwargs: Any) -> None:
         check_param_names(value)
 
 
+SCHEME_FIELD_DOC = {"description": "hmac-sha256 (v1 signatures with a whsec_ secret, the "
+                                    "default) or ed25519 (v1a signatures; receivers verify with "
+                                    "the public_key, whpk_...)."}
+
+
 class WebhookCreate(WebhookBase):
     name = fields.String(required=True, validate=NAME_RULE)
     url = url_field(required=True)
     secret = fields.String(validate=validate.Length(max=200), metadata=SECRET_DOC)
+    signature_scheme = fields.String(validate=validate.OneOf(SCHEMES), metadata=SCHEME_FIELD_DOC)
 
 
 class WebhookUpdate(WebhookBase):
@@ -152,6 +177,9 @@ class WebhookUpdate(WebhookBase):
 
 class SecretIn(Schema):
     secret = fields.String(validate=validate.Length(max=200), metadata=SECRET_DOC)
+    signature_scheme = fields.String(
+        validate=validate.OneOf(SCHEMES),
+        metadata={"description": "Rotate to a key of this scheme (default: the same one)."})
 
 
 class WebhookOut(Schema):
@@ -167,10 +195,19 @@ class WebhookOut(Schema):
     updated_at = fields.String()
     secret_expires_previous_at = fields.String(
         metadata={"description": "Until when the previous secret also signs (after rotation)."})
+    rate_limit = fields.Integer(allow_none=True)
+    headers = fields.Dict()
+    filter = fields.Dict(allow_none=True)
+    signature_scheme = fields.String(metadata=SCHEME_FIELD_DOC)
+    public_key = fields.String(metadata={
+        "description": "ed25519 only: the whpk_ key receivers verify v1a signatures with."})
+    previous_public_key = fields.String(metadata={
+        "description": "ed25519 only, during the overlap after a rotation: the previous key's."})
 
 
 class WebhookWithSecret(WebhookOut):
-    secret = fields.String(metadata={"description": "Shown only on create and rotate."})
+    secret = fields.String(metadata={
+        "description": "hmac-sha256 only, and only on create and rotate."})
 
 
 class WebhookList(Schema):
@@ -247,8 +284,16 @@ def present_webhook(endpoint: Endpoint, *, with_secret: bool = False) -> dict[st
         "active": endpoint.active, "disabled_reason": endpoint.disabled_reason,
         "created_at": endpoint.created_at, "updated_at": endpoint.updated_at,
     }
+    if endpoint.kind == WEBHOOK:
+        view.update(rate_limit=endpoint.rate_limit or None, headers=endpoint.headers,
+                    filter=endpoint.filter or None, signature_scheme=endpoint.signature_scheme)
     if endpoint.previous_secret:
         view["secret_expires_previous_at"] = utc_iso(endpoint.previous_secret_until)
-    if with_secret:
+    if endpoint.signature_scheme == ED25519:  # the private key is never shown
+        view["public_key"] = public_key(endpoint.secret)
+    elif with_secret:
         view["secret"] = endpoint.secret
+    if endpoint.previous_secret and scheme_of(endpoint.previous_secret) == ED25519 \
+            and endpoint.previous_secret_until > time.time():
+        view["previous_public_key"] = public_key(endpoint.previous_secret)
     return view

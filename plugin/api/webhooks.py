@@ -81,11 +81,14 @@ def make_blueprint() -> Blueprint:
         @blp.response(200, WebhookWithSecret)
         def post(self, body: dict[str, Any], chatbot_id: str, webhook_id: str
                  ) -> dict[str, Any]:
-            """New secret; the old one also signs for ``WEBHOOKS_SECRET_OVERLAP`` seconds."""
+            """New key (of ``signature_scheme``, default the same); the old one also signs for
+            ``WEBHOOKS_SECRET_OVERLAP`` seconds. An ed25519 webhook's answer shows its new
+            ``public_key``, never the private one."""
             state, bot = eligible_bot(chatbot_id)
             webhook = endpoints.get_webhook(state.store, bot, webhook_id)
             rotated = endpoints.rotate_secret(state.store, state.settings, bot, webhook,
-                                              (body or {}).get("secret"))
+                                              (body or {}).get("secret"),
+                                              (body or {}).get("signature_scheme"))
             no_store()
             return present_webhook(rotated, with_secret=True)
 

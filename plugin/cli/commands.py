@@ -194,6 +194,8 @@ def status(as_json: bool) -> None:
             f"{outcome} {count}" for outcome, count in fleet.attempts.items()))
         click.echo("deliveries finished " + ", ".join(
             f"{state} {count}" for state, count in fleet.deliveries_finished.items()))
+        click.echo("filtered out        " + (", ".join(
+            f"{event} {count}" for event, count in fleet.events_filtered.items()) or "0"))
         if not fleet.workers:
             click.echo("no worker is alive: start one with `flask webhooks worker`", err=True)
     if not fleet.workers:

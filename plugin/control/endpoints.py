@@ -21,10 +21,11 @@ from ..events import is_id, new_id, utc_iso
 from ..history import History
 from ..host import Chatbot
 from ..records import WEBHOOK, ZAPIER, Delivery, Endpoint
-from ..signing import SignatureError, new_secret, secret_key
+from ..signing import ED25519, HMAC_SHA256, SignatureError, new_secret, secret_key
 from ..store import Store
 from ..store.endpoints import NameTaken, TooManyEndpoints
 from ..urlrules import UrlRefused, check_url
+from . import options
 
 DEFAULT_NAME = "default"
 
@@ -77,6 +78,21 @@ def check_secret(secret: str) -> None:
         raise Invalid(f"Invalid secret: {exc}.", {"secret": [str(exc)]}) from None
 
 
+def new_key(scheme: str, secret: str | None) -> str:
+    """The secret a webhook signs with: the owner's own ``whsec_`` for HMAC, else a new one;
+    an Ed25519 key is always made here (the owner only ever sees its public key)."""
+    scheme = options.check_scheme(scheme)
+    if scheme == ED25519:
+        if secret is not None:
+            message = "An ed25519 webhook's private key is made by the plugin: leave secret out."
+            raise Invalid(message, {"secret": [message]})
+        return new_secret(ED25519)
+    if secret is not None:
+        check_secret(secret)
+        return secret
+    return new_secret()
+
+
 def create_webhook(
     store: Store,
     settings: Settings,
@@ -89,6 +105,10 @@ def create_webhook(
     custom_params: Mapping[str, Any] | None = None,
     active: bool = True,
     url_checked: bool = False,
+    rate_limit: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    filter: Mapping[str, Any] | None = None,
+    signature_scheme: str = HMAC_SHA256,
 ) -> Endpoint:
     """A new named webhook. ``url_checked``: the caller already ran :func:`check_target_url`
     on ``url`` (it may cost a DNS lookup; once is enough)."""
@@ -97,14 +117,16 @@ def create_webhook(
     chosen_events = check_events(bot, events)
     params = dict(custom_params or {})
     check_custom_params(params)
-    if secret is not None:
-        check_secret(secret)
+    limit = options.check_rate_limit(rate_limit)
+    extra = options.check_headers(dict(headers) if headers is not None else None)
+    condition = options.check_filter(dict(filter) if filter is not None else None)
+    key = new_key(signature_scheme, secret)
     stamp = utc_iso()
     endpoint = Endpoint(
         id=new_id("wh"), kind=WEBHOOK, chatbot_id=bot.id, chatbot_type=bot.type,
-        owner=bot.owner, name=name, url=url, secret=secret or new_secret(),
+        owner=bot.owner, name=name, url=url, secret=key,
         events=chosen_events, custom_params=params, active=active,
-        created_at=stamp, updated_at=stamp,
+        created_at=stamp, updated_at=stamp, rate_limit=limit, headers=extra, filter=condition,
     )
     try:
         store.create_webhook(endpoint, settings.max_webhooks_per_bot)
@@ -176,6 +198,12 @@ def update_webhook(
     if "custom_params" in changes:
         check_custom_params(changes["custom_params"])
         fields["custom_params"] = dict(changes["custom_params"])
+    if "rate_limit" in changes:
+        fields["rate_limit"] = options.check_rate_limit(changes["rate_limit"])
+    if "headers" in changes:
+        fields["headers"] = options.check_headers(changes["headers"])
+    if "filter" in changes:
+        fields["filter"] = options.check_filter(changes["filter"])
     if "active" in changes:
         fields["active"] = bool(changes["active"])
         if fields["active"]:
@@ -195,13 +223,14 @@ def update_webhook(
 
 
 def rotate_secret(
-    store: Store, settings: Settings, bot: Chatbot, endpoint: Endpoint, secret: str | None
+    store: Store, settings: Settings, bot: Chatbot, endpoint: Endpoint, secret: str | None,
+    signature_scheme: str | None = None,
 ) -> Endpoint:
-    """New secret now; the old one keeps signing too for ``secret_overlap`` seconds."""
-    if secret is not None:
-        check_secret(secret)
+    """New key now; the old one keeps signing too for ``secret_overlap`` seconds. A new
+    ``signature_scheme`` rotates to a key of that scheme (both kinds of signature are then sent
+    during the overlap, as the Standard Webhooks spec allows)."""
     fields = {
-        "secret": secret or new_secret(),
+        "secret": new_key(signature_scheme or endpoint.signature_scheme, secret),
         "previous_secret": endpoint.secret,
         "previous_secret_until": time.time() + settings.secret_overlap,
         "updated_at": utc_iso(),

@@ -14,7 +14,7 @@ import time
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from ..events import payload_for, utc_iso
+from ..events import TEST_EVENT, payload_for, utc_iso
 from ..outbound.sender import Outcome
 from ..records import (
     PENDING,
@@ -25,8 +25,10 @@ from ..records import (
     now_ms,
     parse_fan_out_item,
 )
-from ..signing import SignatureError, secret_key
+from ..signing import SignatureError, SigningKey, signing_key
+from .filters import Filter, FilterInvalid
 from .loop_state import LoopState
+from .pacing import HORIZON_MS
 from .work import _GONE, Work, _Event
 
 #: The delivery loop's logger: one name for all its parts.
@@ -98,6 +100,8 @@ class Claiming(LoopState):
         self.later_done.extend(gone)
         if ready:
             self.outstanding += len(ready)
+            ready = self._pace(ready, now)
+        if ready:
             self.dispatcher.add(ready, now)
         self.per_item = 0.7 * self.per_item + 0.3 * max(1.0, made / len(claimed))
         return True
@@ -131,6 +135,10 @@ class Claiming(LoopState):
                     if loaded.name not in endpoint.events:
                         continue
                     if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
+                        continue
+                    if endpoint.filter and not self._filter_of(endpoint).matches(loaded.data):
+                        if not again:  # counted once, not again after a lost lease
+                            self.filtered[loaded.name] += 1
                         continue
                     deliveries.append(Delivery(
                         id=delivery_id_for(event_id, endpoint.id), event_id=event_id,
@@ -179,7 +187,57 @@ class Claiming(LoopState):
         work.host = _host_of(endpoint.url)
         ready.append(work)
 
-    def _signing_keys(self, endpoint: Endpoint) -> list[bytes]:
+    def _pace(self, ready: list[Work], now: float) -> list[Work]:
+        """What may go to the dispatcher now. Deliveries of rate-limited webhooks (test events
+        aside) take slots from their webhook's shared budget first, in one script call: one
+        whose slot is later waits in the pacer, one without a slot goes back to ``due`` for
+        when its turn should come (see :mod:`.pacing`)."""
+        limited: dict[str, list[Work]] = {}
+        go: list[Work] = []
+        for work in ready:
+            if work.endpoint.rate_limit and work.delivery.event != TEST_EVENT:
+                limited.setdefault(work.endpoint.id, []).append(work)
+            else:
+                go.append(work)
+        if not limited:
+            return ready
+        horizon = int(min(HORIZON_MS, self.settings.start_within * 500))
+        slots = self.store.take_slots(
+            {e: (works[0].endpoint.rate_limit, len(works)) for e, works in limited.items()},
+            horizon)
+        wall = now_ms()
+        later: list[tuple[Work, int]] = []
+        for endpoint_id, works in limited.items():
+            got = slots[endpoint_id]
+            for n, work in enumerate(works):
+                if n < got.granted:
+                    delay = (got.first_ms + n * got.interval_ms - got.now_ms) / 1000
+                    if delay <= 0.001:
+                        go.append(work)
+                    else:
+                        self.pacer.hold(work, now + delay)
+                else:  # due when its slot should come (on this worker's clock)
+                    ahead = got.next_ms - got.now_ms + (n - got.granted) * got.interval_ms
+                    later.append((work, wall + int(ahead)))
+        if later:
+            self._put_back(later)
+        return go
+
+    def _filter_of(self, endpoint: Endpoint) -> Filter:
+        """The endpoint's filter, compiled once per read of the bot's endpoints. A stored
+        filter was checked when it was saved; should one still fail to compile, the endpoint
+        gets every event rather than a crash of every job that claims one."""
+        compiled = self._filters.get(endpoint.id)
+        if compiled is None:
+            try:
+                compiled = Filter(endpoint.filter)
+            except FilterInvalid as exc:
+                log.error("endpoint %s has an unusable filter, ignored: %s", endpoint.id, exc)
+                compiled = Filter({})
+            self._filters[endpoint.id] = compiled
+        return compiled
+
+    def _signing_keys(self, endpoint: Endpoint) -> list[SigningKey]:
         cached = self._keys.get(endpoint.id)
         wall = time.time()
         if cached is None or wall >= cached[1]:
@@ -187,7 +245,7 @@ class Claiming(LoopState):
             until = (endpoint.previous_secret_until
                      if endpoint.previous_secret and wall < endpoint.previous_secret_until
                      else float("inf"))
-            cached = ([secret_key(s) for s in endpoint.secrets_now(wall)], until)
+            cached = ([signing_key(s) for s in endpoint.secrets_now(wall)], until)
             self._keys[endpoint.id] = cached
         return cached[0]
 
@@ -217,10 +275,12 @@ class Claiming(LoopState):
             for endpoint in cached[1] if cached else []:
                 self._endpoints.pop(endpoint.id, None)
                 self._keys.pop(endpoint.id, None)
+                self._filters.pop(endpoint.id, None)
             endpoints = self.store.endpoints_of(chatbot_id)
             for endpoint in endpoints:
                 self._endpoints[endpoint.id] = endpoint
                 self._keys.pop(endpoint.id, None)
+                self._filters.pop(endpoint.id, None)
             self._bots[chatbot_id] = (version, endpoints)
 
     def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:

@@ -175,6 +175,8 @@ class Engine:
                 continue
             try:
                 headers = signed_headers(work.keys, work.delivery.event_id, work.body)
+                if work.endpoint.headers:  # the owner's own (their names cannot clash)
+                    headers = {**work.endpoint.headers, **headers}
             except Exception as exc:  # a bug must not lose the delivery: record and retry
                 # (as one attempt that failed, so the job's count of what is out stays right)
                 log.exception("signing a delivery crashed")

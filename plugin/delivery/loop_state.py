@@ -13,9 +13,12 @@ from collections import Counter
 from ..config import Settings
 from ..outbound.sender import Outcome
 from ..records import Endpoint
+from ..signing import SigningKey
 from ..store import Store
 from ..store.deliveries import RecordArgs
 from .engine import Dispatcher
+from .filters import Filter
+from .pacing import Pacer
 from .work import Work, _Event
 
 
@@ -36,8 +39,19 @@ class LoopState:
     later_due: dict[str, float]
     later_done: list[str]
     later_records: list[RecordArgs]
+    #: Deliveries webhooks' filters dropped, by event name, counted with the next batch.
+    filtered: Counter[str]
     _endpoints: dict[str, Endpoint]
     #: Per bot: the version its endpoints were read at, and those endpoints.
     _bots: dict[str, tuple[int, list[Endpoint]]]
     _events: dict[str, _Event]
-    _keys: dict[str, tuple[list[bytes], float]]
+    _keys: dict[str, tuple[list[SigningKey], float]]
+    #: Deliveries of rate-limited webhooks waiting for their slot.
+    pacer: Pacer
+    #: Per endpoint with a filter: the compiled filter.
+    _filters: dict[str, Filter]
+
+    def _put_back(self, put_back: list[tuple[Work, int]]) -> None:
+        """Give deliveries not attempted back to ``due`` at the given times (ms); the
+        recording part does it (``Recording._put_back``), the claiming part needs it too."""
+        raise NotImplementedError

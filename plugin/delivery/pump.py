@@ -50,10 +50,13 @@ from typing import Any
 from ..events import new_id
 from ..outbound.sender import Outcome
 from ..records import Endpoint, now_ms
+from ..signing import SigningKey
 from ..store.deliveries import RecordArgs
 from .claims import Claiming
 from .engine import Engine
 from .enqueue import enqueue_pump
+from .filters import Filter
+from .pacing import Pacer
 from .results import Recording
 from .work import Work, _Event
 
@@ -105,7 +108,12 @@ class Pump(Claiming, Recording):
         self._endpoints: dict[str, Endpoint] = {}
         self._bots: dict[str, tuple[int, list[Endpoint]]] = {}
         self._events: dict[str, _Event] = {}
-        self._keys: dict[str, tuple[list[bytes], float]] = {}
+        self._keys: dict[str, tuple[list[SigningKey], float]] = {}
+        self._filters: dict[str, Filter] = {}
+        #: Deliveries of rate-limited webhooks waiting for their slot (counted as outstanding).
+        self.pacer = Pacer()
+        #: Deliveries webhooks' filters dropped since the last batch, by event name.
+        self.filtered: Counter[str] = Counter()
         self.attempted = 0
 
     # -- the loop ----------------------------------------------------------------------------
@@ -147,8 +155,12 @@ class Pump(Claiming, Recording):
                 self._put_back_overdue(now)
             if self._writes_waiting():
                 self._record([])
+            if self.pacer:
+                released = self.pacer.due(now)
+                if released:
+                    self.dispatcher.add(released, now)
             if self.outstanding > 0:
-                self._collect(BUSY_WAIT)
+                self._collect(self.pacer.wait(time.monotonic(), BUSY_WAIT))
                 continue
             if claimed:
                 continue
@@ -169,7 +181,7 @@ class Pump(Claiming, Recording):
         """One step of a warm shutdown: deliveries not started go back to ``due`` (due now,
         for another worker), attempts in flight are awaited and recorded. True once nothing
         is left, the job's slot handed over."""
-        taken = self.dispatcher.abandon()
+        taken = self.dispatcher.abandon() + self.pacer.take_all()
         if taken:
             due = now_ms()
             self._put_back([(work, due) for work in taken if work.pump is self])

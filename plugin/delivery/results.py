@@ -87,6 +87,9 @@ class Recording(LoopState):
         settings = self.settings
         pipe = self.store.redis.pipeline(transaction=False)
         tally = Tally()
+        if self.filtered:
+            tally.filtered(self.filtered)
+            self.filtered = Counter()
         #: WARNING lines, written once the batch is recorded (what they say is then stored)
         warnings: list[Callable[[], None]] = []
         #: endpoints of deliveries that failed every retry (counted once, with the batch)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import Delivery, Endpoint
+from ..signing import SigningKey
 
 
 @dataclass(eq=False)
@@ -26,7 +27,8 @@ class Work:
     #: The job that claimed it (a job that crashed leaves its results to nobody).
     pump: object = None
     body: bytes = b""
-    keys: list[bytes] = field(default_factory=list)
+    #: What signs it: the endpoint's current key, and the previous one during an overlap.
+    keys: list[SigningKey] = field(default_factory=list)
 
 
 class _Event:

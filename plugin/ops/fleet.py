@@ -46,6 +46,8 @@ class Fleet:
     #: History rows (deliveries, events) waiting in Redis to be written to the database.
     history_backlog: int = 0
     events_emitted: dict[str, int] = field(default_factory=dict)
+    #: Deliveries a webhook's filter dropped at fan-out, by event name.
+    events_filtered: dict[str, int] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     deliveries_finished: dict[str, int] = field(default_factory=dict)
     #: Cumulative (upper bound label, count) pairs, ``+Inf`` last.
@@ -74,6 +76,8 @@ def read_fleet(store: Store) -> Fleet:
     counts = {text(k): text(v) for k, v in raw_counts.items()}
     emitted = {k.removeprefix("emitted:"): int(v) for k, v in sorted(counts.items())
                if k.startswith("emitted:")}
+    filtered = {k.removeprefix("filtered:"): int(v) for k, v in sorted(counts.items())
+                if k.startswith("filtered:")}
     cumulative, buckets = 0, []
     for bound in (*DURATION_BUCKETS, float("inf")):
         label = bucket_name(bound)
@@ -88,6 +92,7 @@ def read_fleet(store: Store) -> Fleet:
         webhooks_disabled=int(disabled),
         history_backlog=max(0, int(counts.get(BACKLOG_FIELD, 0))),
         events_emitted=emitted,
+        events_filtered=filtered,
         attempts={o: int(counts.get(f"attempts:{o}", 0)) for o in OUTCOMES},
         deliveries_finished={s: int(counts.get(f"finished:{s}", 0)) for s in FINISHED},
         duration_buckets=buckets,

@@ -51,6 +51,12 @@ class FleetCollector(Collector):
         for event, count in fleet.events_emitted.items():
             emitted.add_metric([event], count)
         yield emitted
+        filtered = CounterMetricFamily(
+            f"{PREFIX}events_filtered_total",
+            "Deliveries a webhook's filter dropped at fan-out, by event name.", labels=["event"])
+        for event, count in fleet.events_filtered.items():
+            filtered.add_metric([event], count)
+        yield filtered
         attempts = CounterMetricFamily(f"{PREFIX}delivery_attempts_total",
                                        "Delivery attempts, by outcome.", labels=["outcome"])
         for outcome, count in fleet.attempts.items():

@@ -44,10 +44,12 @@ def delete_webhook(state: WebhooksState, webhook: Endpoint) -> None:
     state.store.delete_endpoint(webhook)
 
 
-def rotate_secret(state: WebhooksState, bot: Chatbot, webhook: Endpoint) -> Endpoint:
-    """POST .../rotate-secret (a new random secret)"""
+def rotate_secret(state: WebhooksState, bot: Chatbot, webhook: Endpoint,
+                  signature_scheme: str | None = None) -> Endpoint:
+    """POST .../rotate-secret (a new random key, of ``signature_scheme`` if given)"""
     state.limits.enforce("writes", bot.owner)
-    return endpoints.rotate_secret(state.store, state.settings, bot, webhook, None)
+    return endpoints.rotate_secret(state.store, state.settings, bot, webhook, None,
+                                   signature_scheme)
 
 
 def send_test(state: WebhooksState, bot: Chatbot, webhook: Endpoint) -> Delivery:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from typing import Any
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
@@ -20,15 +22,18 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from .. import events as catalogue
-from ..control import endpoints
+from .. import published
+from ..control import endpoints, options
+from ..delivery.filters import Filter
 from ..errors import Conflict, Forbidden, Invalid, NotFound, WebhookError
 from ..events import is_id, payload_for, utc_iso
 from ..host import Chatbot
 from ..records import FAILED, Delivery, Endpoint, now_ms
+from ..signing import ED25519, public_key, scheme_of
 from ..state import WebhooksState, get_state
 from . import access, actions, chart
 from .error_pages import domain_error_page, http_error_page, redis_down_page
-from .forms import WebhookForm, add_errors, form_for, read_form
+from .forms import WebhookForm, add_errors, filter_text, form_for, parse_filter, read_form
 from .links import Access, LinkRefused
 
 PAGE_SIZE = 20
@@ -51,6 +56,14 @@ SECRET_NOTES = {
                "receiver.",
     "rotated": "New secret made. The old one also signs every delivery until {until}, so you "
                "have until then to change your receiver.",
+}
+#: The same, for an ed25519 webhook: there is no secret to show (its private key never
+#: leaves the plugin), only its public key, which the page always shows.
+KEY_NOTES = {
+    "created": "Webhook added. Your receiver verifies its signatures with the public key "
+               "below.",
+    "rotated": "New key made: its public key is below. The old key also signs every delivery "
+               "until {until}, so you have until then to give your receiver the new one.",
 }
 #: Seconds the page an action redirects to may take to come and show the new secret.
 SHOW_SECRET_WITHIN = 300
@@ -92,6 +105,7 @@ def make_blueprint() -> Blueprint:
     bp.add_url_rule(hook + "/reveal-secret", "reveal_secret", reveal_secret, methods=["POST"])
     bp.add_url_rule(hook + "/rotate-secret", "rotate_secret", rotate_secret, methods=["POST"])
     bp.add_url_rule(hook + "/test", "send_test", send_test, methods=["POST"])
+    bp.add_url_rule(hook + "/filter", "try_filter", try_filter, methods=["GET"])
     bp.add_url_rule(hook + "/delete", "confirm_delete", confirm_delete, methods=["GET"])
     bp.add_url_rule(hook + "/delete", "delete_webhook", delete_webhook, methods=["POST"])
     bp.add_url_rule(hook + "/deliveries/<delivery_id>", "delivery", delivery_page)
@@ -267,14 +281,18 @@ def webhook_page(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
     state, bot, webhook = _webhook(chatbot_id, webhook_id)
     why = request.args.get("shown", "")
     if why in SECRET_NOTES and state.store.take_mark(_secret_marker(webhook, why)):
-        note = SECRET_NOTES[why].format(until=utc_text(webhook.previous_secret_until))
+        until = utc_text(webhook.previous_secret_until)
+        if webhook.signature_scheme == ED25519:  # never the private key: a notice instead
+            return _render_webhook(state, bot, webhook, key_note=KEY_NOTES[why].format(
+                until=until))
+        note = SECRET_NOTES[why].format(until=until)
         return _render_webhook(state, bot, webhook, secret=webhook.secret, secret_note=note)
     return _render_webhook(state, bot, webhook)
 
 
 def _render_webhook(state: WebhooksState, bot: Chatbot, webhook: Endpoint, *, status: int = 200,
-                    form: WebhookForm | None = None, secret: str = "", secret_note: str = ""
-                    ) -> ResponseReturnValue:
+                    form: WebhookForm | None = None, secret: str = "", secret_note: str = "",
+                    key_note: str = "") -> ResponseReturnValue:
     page, more = endpoints.webhook_log(state.history, webhook, limit=PAGE_SIZE,
                                        starting_after=_cursor())
     hours = state.history.last_day(webhook.id, now_ms())
@@ -283,7 +301,19 @@ def _render_webhook(state: WebhooksState, bot: Chatbot, webhook: Endpoint, *, st
         chart=Markup(chart.svg(hours)), chart_summary=chart.summary(hours),
         form=form or form_for(webhook), events=catalogue.events_for(bot.type),
         deliveries=page, more=more, secret=secret, secret_note=secret_note,
-        notice=NOTICES.get(request.args.get("notice", ""), "")), status
+        notice=key_note or NOTICES.get(request.args.get("notice", ""), ""),
+        **_keys_of(webhook)), status
+
+
+def _keys_of(webhook: Endpoint) -> dict[str, str]:
+    """The public keys a page shows: the webhook's, and the previous one while it signs."""
+    keys = {"public_key": "", "previous_public_key": ""}
+    if webhook.signature_scheme == ED25519:
+        keys["public_key"] = public_key(webhook.secret)
+    if webhook.previous_secret and scheme_of(webhook.previous_secret) == ED25519 \
+            and webhook.previous_secret_until > time.time():
+        keys["previous_public_key"] = public_key(webhook.previous_secret)
+    return keys
 
 
 def save_webhook(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
@@ -307,14 +337,55 @@ def set_active(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
 
 def reveal_secret(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
     state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    if webhook.signature_scheme == ED25519:
+        return _render_webhook(state, bot, webhook, key_note=(
+            "An Ed25519 webhook has no secret to show: its private key never leaves the "
+            "plugin. Your receiver verifies with the public key below."))
     return _render_webhook(state, bot, webhook, secret=webhook.secret,
                            secret_note="The webhook's signing secret:")
 
 
 def rotate_secret(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
     state, bot, webhook = _webhook(chatbot_id, webhook_id)
-    rotated = actions.rotate_secret(state, bot, webhook)
+    scheme = request.form.get("signature_scheme") or webhook.signature_scheme
+    try:
+        rotated = actions.rotate_secret(state, bot, webhook, scheme)
+    except Invalid as exc:  # a scheme the form never offers: say so on the page
+        return _render_webhook(state, bot, webhook, status=422, key_note=exc.message)
     return _show_secret_next(state, bot, rotated, "rotated")
+
+
+def try_filter(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
+    """The webhook's filter (or one typed here) against the latest sample of each event it
+    wants: the bot's newest real event of that kind, else the published sample. Reads only."""
+    state, bot, webhook = _webhook(chatbot_id, webhook_id)
+    typed = request.args.get("filter")
+    text = filter_text(webhook.filter) if typed is None else typed
+    spec, problem = parse_filter(text)
+    compiled = None
+    if problem is None:
+        try:
+            compiled = Filter(options.check_filter(spec))
+        except Invalid as exc:
+            problem = "; ".join(f"{path}: {' '.join(m)}" if path else " ".join(m)
+                                for path, m in (exc.errors or {}).get("filter", {}).items())
+    rows = []
+    for event in webhook.events:
+        sample, real = _latest_sample(state, bot, event)
+        rows.append({"event": event, "sample": sample, "real": real,
+                     "passes": compiled.matches(sample) if compiled is not None else None,
+                     "json": json.dumps(sample, indent=2, ensure_ascii=False)})
+    return render_template("webhooks_portal/try_filter.html", bot=bot, webhook=webhook,
+                           text=text, problem=problem, rows=rows,
+                           stored=typed is None or spec == webhook.filter)
+
+
+def _latest_sample(state: WebhooksState, bot: Chatbot, event: str) -> tuple[dict[str, Any], bool]:
+    """The bot's newest real event of this kind (True), else the published sample (False)."""
+    recent = state.history.recent_events([bot.id], event, 1)
+    if recent:
+        return recent[0], True
+    return published.sample_event(event), False
 
 
 def send_test(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
@@ -341,18 +412,23 @@ def delivery_page(chatbot_id: str, webhook_id: str, delivery_id: str) -> Respons
     body = (json.dumps(payload_for(event, webhook.custom_params), separators=(",", ":"))
             if event is not None else None)
     return render_template("webhooks_portal/delivery.html", bot=bot, webhook=webhook,
-                           delivery=delivery, body=body, headers=_headers(state, delivery),
+                           delivery=delivery, body=body, headers=_headers(state, webhook, delivery),
                            notice=NOTICES.get(request.args.get("notice", ""), ""))
 
 
-def _headers(state: WebhooksState, delivery: Delivery) -> list[tuple[str, str]]:
+def _headers(state: WebhooksState, webhook: Endpoint, delivery: Delivery
+             ) -> list[tuple[str, str]]:
     """The request headers of an attempt; the timestamp and signature are made per attempt."""
+    signature = ("v1a,<base64 Ed25519 signature of id.timestamp.body>"
+                 if webhook.signature_scheme == ED25519 else
+                 "v1,<base64 HMAC-SHA256 of id.timestamp.body with the secret>")
     return [
         ("Content-Type", "application/json"),
         ("User-Agent", state.settings.user_agent),
+        *webhook.headers.items(),
         ("webhook-id", delivery.event_id),
         ("webhook-timestamp", "the attempt's time, in Unix seconds"),
-        ("webhook-signature", "v1,<base64 HMAC-SHA256 of id.timestamp.body with the secret>"),
+        ("webhook-signature", signature),
     ]
 
 

@@ -30,6 +30,7 @@ from redis.client import Pipeline
 
 from ..records import Endpoint, now_ms
 from ..records import text as _text
+from .budgets import RateBudgets
 from .deliveries import DeliveryLog
 from .due import DueSet
 from .endpoints import EndpointStore
@@ -84,7 +85,7 @@ return 1
 """
 
 
-class Store(EndpointStore, EventStore, DeliveryLog, DueSet):
+class Store(EndpointStore, EventStore, DeliveryLog, DueSet, RateBudgets):
     """All Redis reads and writes of the plugin. One instance per app (or per worker)."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:

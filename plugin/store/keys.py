@@ -40,6 +40,8 @@ Key layout (``p`` is the configured prefix)::
     p history:data          hash   entry -> its rows (JSON), see store.backlog
     p history:written       string ms of the last successful history write
     p history:maintenance   string the worker running retention this minute (a lock)
+    p rl:{id}               string a rate-limited webhook's budget: when its next delivery may
+                                   go (ms, Redis' clock; see chatbot_webhooks.store.budgets)
     p key:{name}            string a key every process shares (the portal's signing key)
     p used:{token}          string a portal link that was opened (for the link's lifetime)
     p mark:{digest}         string "show this session the webhook's new secret once"

@@ -8,6 +8,7 @@ no extra round trip; :mod:`chatbot_webhooks.ops.metrics` turns the hash into Pro
 Fields of ``p metrics`` (all only ever go up)::
 
     emitted:{event}         events emitted, by event name (the catalogue bounds the names)
+    filtered:{event}        deliveries a webhook's filter dropped at fan-out, by event name
     attempts:{outcome}      delivery attempts, by outcome (see OUTCOMES)
     finished:{status}       deliveries that reached a final state: succeeded or failed
     duration:{bound}        attempts whose duration fell in the bucket ending at ``bound``
@@ -79,6 +80,10 @@ def emitted_field(event: str) -> str:
     return f"emitted:{event}"
 
 
+def filtered_field(event: str) -> str:
+    return f"filtered:{event}"
+
+
 class Tally:
     """Counts of one batch of results, added to Redis with that batch's writes."""
 
@@ -99,6 +104,11 @@ class Tally:
 
     def finished(self, status: str) -> None:
         self.counts[f"finished:{status}"] += 1
+
+    def filtered(self, counts: Counter[str]) -> None:
+        """Add the events webhooks' filters dropped (event name -> how many)."""
+        for event, count in counts.items():
+            self.counts[filtered_field(event)] += count
 
     def __bool__(self) -> bool:
         return bool(self.counts)
