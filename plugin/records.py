@@ -95,6 +95,8 @@ class Endpoint:
     updated_at: str = ""
     #: Deliveries per second at most, fleet-wide (0: no limit).
     rate_limit: int = 0
+    #: Deliveries with the same ordering key go one at a time, in ``sequence`` order.
+    ordered: bool = False
     #: Extra request headers, name -> value (checked at registration).
     headers: dict[str, str] = field(default_factory=dict)
     #: Which events it gets beyond their names ({}: all; see ``delivery.filters``).
@@ -130,6 +132,7 @@ class Endpoint:
             created_at=raw.get("created_at", ""),
             updated_at=raw.get("updated_at", ""),
             rate_limit=int(raw.get("rate_limit") or 0),
+            ordered=raw.get("ordered") == "1",
             headers=json.loads(raw.get("headers") or "{}"),
             filter=json.loads(raw.get("filter") or "{}"),
         )
@@ -160,6 +163,11 @@ class Delivery:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     next_attempt_at: str = ""
     redelivery_of: str = ""
+    #: For a delivery to an ordered webhook: its lane, ``{endpoint id}:{key digest}`` (see
+    #: ``store.lanes``), so that once final it lets the next of its ordering key go.
+    lane: str = ""
+    #: While it waits in its lane: the delivery before it, ``{event id}|{sequence}``.
+    waiting_for: str = ""
 
     def to_hash(self) -> dict[Any, Any]:
         return dict(zip(DELIVERY_FIELDS, self.hash_values(), strict=True))
@@ -171,14 +179,14 @@ class Delivery:
         return [self.id, self.event_id, self.event, self.endpoint_id, self.chatbot_id,
                 self.status, self.created_at, str(self.created_ms),
                 fast_json(self.attempts).decode(),
-                self.next_attempt_at, self.redelivery_of]
+                self.next_attempt_at, self.redelivery_of, self.lane, self.waiting_for]
 
     def history_row(self) -> bytes:
         """The delivery as the history backlog carries it (:data:`HISTORY_ROW`): one compact
         JSON array with its attempts so far, as the database writer reads it back."""
         return fast_json([self.id, self.event_id, self.event, self.endpoint_id,
                           self.chatbot_id, self.status, self.created_ms, self.next_attempt_at,
-                          self.redelivery_of, self.attempts])
+                          self.redelivery_of, self.attempts, self.waiting_for])
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Delivery:
@@ -194,18 +202,27 @@ class Delivery:
             attempts=orjson.loads(raw.get("attempts") or "[]"),
             next_attempt_at=raw.get("next_attempt_at", ""),
             redelivery_of=raw.get("redelivery_of", ""),
+            lane=raw.get("lane", ""),
+            waiting_for=raw.get("waiting_for", ""),
         )
+
+    @property
+    def waiting(self) -> tuple[str, int] | None:
+        """(event id, sequence) of the delivery it waits for in its lane, if it waits."""
+        event_id, _, sequence = self.waiting_for.partition("|")
+        return (event_id, int(sequence)) if event_id and sequence.isdigit() else None
 
 
 #: The fields of a delivery hash, in the order of :meth:`Delivery.hash_values`.
 DELIVERY_FIELDS = ("id", "event_id", "event", "endpoint_id", "chatbot_id", "status", "created_at",
-                   "created_ms", "attempts", "next_attempt_at", "redelivery_of")
+                   "created_ms", "attempts", "next_attempt_at", "redelivery_of", "lane",
+                   "waiting_for")
 
 
 #: The fields of :meth:`Delivery.history_row`, in order (``attempts``: a list of objects with
 #: ``at``, ``status``, ``error``, ``duration_ms``, ``response`` and ``outcome``).
 HISTORY_ROW = ("id", "event_id", "event", "endpoint_id", "chatbot_id", "status", "created_ms",
-               "next_attempt_at", "redelivery_of", "attempts")
+               "next_attempt_at", "redelivery_of", "attempts", "waiting_for")
 
 
 def delivery_id_for(event_id: str, endpoint_id: str) -> str:

@@ -8,6 +8,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +20,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    #: The status it was answered with.
+    status: int = 0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -41,6 +44,9 @@ class Receiver:
         self.received: list[Received] = []
         self.scripts: dict[str, deque[Reply]] = {}
         self.default = Reply()
+        #: When set: the reply to each request with no script of its own, chosen by looking
+        #: at it (e.g. failing some first attempts); else ``default``.
+        self.decide: Callable[[Received], Reply] | None = None
         self.lock = threading.Lock()
         self.arrived = threading.Condition(self.lock)
         outer = self
@@ -55,10 +61,12 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with outer.lock:
-                    outer.received.append(Received(self.path, dict(self.headers.items()), body,
-                                                   time.time()))
+                    got = Received(self.path, dict(self.headers.items()), body, time.time())
+                    outer.received.append(got)
                     script = outer.scripts.get(self.path)
-                    reply = script.popleft() if script else outer.default
+                    reply = script.popleft() if script else (
+                        outer.decide(got) if outer.decide is not None else outer.default)
+                    got.status = reply.status
                     if script is not None and not script:
                         del outer.scripts[self.path]
                     outer.arrived.notify_all()

@@ -10,6 +10,7 @@ from typing import Any
 
 from chatbot_webhooks import get_state
 from chatbot_webhooks.events import utc_iso
+from chatbot_webhooks.history import migrate
 from chatbot_webhooks.records import Delivery, delivery_id_for
 from flask import Flask
 from flask.testing import FlaskClient
@@ -32,11 +33,12 @@ def test_db_commands_upgrade_and_say_where_the_database_stands(
 ) -> None:
     app = make_app(**FAST, WEBHOOKS_DATABASE_URL=f"sqlite:///{tmp_path / 'h.sqlite3'}")
     code, out = run(app, "db", "current")
-    assert code == 1 and "revision none, this version needs 0001" in out
+    newest = migrate.head()
+    assert code == 1 and f"revision none, this version needs {newest}" in out
     assert "run `flask webhooks db upgrade`" in out
     code, out = run(app, "db", "upgrade")
-    assert code == 0 and "upgraded from revision none to 0001" in out, out
-    assert run(app, "db", "upgrade")[1].endswith("is at revision 0001: nothing to do\n")
+    assert code == 0 and f"upgraded from revision none to {newest}" in out, out
+    assert run(app, "db", "upgrade")[1].endswith(f"is at revision {newest}: nothing to do\n")
     assert run(app, "db", "current")[0] == 0
     away = make_app(**FAST, WEBHOOKS_DATABASE_URL="postgresql://postgres@127.0.0.1:9/x",
                     WEBHOOKS_DATABASE_TIMEOUT=0.5)
@@ -160,3 +162,30 @@ def test_the_webhook_page_charts_its_last_24_hours(
     assert "Last 24 hours: 3 succeeded, 1 failed." in page
     assert chart.count('fill="#c62828"') == 24 and "style=" not in chart  # no inline CSS
     assert "<script" not in page
+
+
+def test_upgrading_a_0001_database_adds_waiting_for_and_keeps_its_rows(tmp_path: Path) -> None:
+    """A history made by the release before ordered webhooks: ``db upgrade`` adds the column
+    (migration 0002) and every row stays."""
+    from chatbot_webhooks.history.database import make_engine
+    from sqlalchemy import inspect, text
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}", 2.0)
+    try:
+        assert migrate.upgrade(engine, "0001") == (None, "0001")
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO chatbot_webhooks_deliveries (id, created_ms, event_id, event, "
+                "endpoint_id, chatbot_id, status, attempt_count) VALUES ('dlv_old', 1, "
+                "'evt_old', 'quote.created', 'wh_1', 'bot-1', 'succeeded', 1)"))
+        columns = {c["name"] for c in inspect(engine).get_columns("chatbot_webhooks_deliveries")}
+        assert "waiting_for" not in columns
+        assert migrate.upgrade(engine) == ("0001", migrate.head())
+        columns = {c["name"] for c in inspect(engine).get_columns("chatbot_webhooks_deliveries")}
+        assert "waiting_for" in columns
+        with engine.connect() as connection:
+            assert connection.execute(text(
+                "SELECT id, waiting_for FROM chatbot_webhooks_deliveries")).all() == [
+                ("dlv_old", None)]
+    finally:
+        engine.dispose()

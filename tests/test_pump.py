@@ -175,7 +175,8 @@ def test_a_fan_out_delivery_recorded_before_is_not_overwritten(
         pipe = redis.pipeline(transaction=False)
         store.record(pipe, [("n", item, endpoint, delivery_id, "" if due is None else str(due),
                              delivery.history_row(),
-                             hash_pairs(delivery) if due is not None else b"")], done, ttl=60)
+                             hash_pairs(delivery) if due is not None else b"", "")], done,
+                     ttl=60)
         pipe.execute()
 
     pending, final, other, late, orphan = (f"dlv_{n:018x}" for n in range(5))

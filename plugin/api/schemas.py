@@ -138,6 +138,10 @@ class WebhookBase(Schema):
                                  + ", ".join(sorted(catalogue.REFUSED_PARAM_NAMES))},
     )
     active = StrictBool()
+    ordered = StrictBool(metadata={
+        "description": "Deliver in order: deliveries with the same ordering key (a booking, a "
+                       "conversation) go one at a time, in sequence order; the next waits "
+                       "until the one before is final. Other keys flow at full speed."})
     rate_limit = fields.Integer(
         strict=True, allow_none=True,
         metadata={"description": "Deliveries per second at most, for the whole fleet (1-10,000; "
@@ -190,6 +194,7 @@ class WebhookOut(Schema):
     events = fields.List(fields.String())
     custom_params = fields.Dict()
     active = fields.Boolean()
+    ordered = fields.Boolean()
     disabled_reason = fields.String(metadata={"description": "Why it is inactive, if it is."})
     created_at = fields.String()
     updated_at = fields.String()
@@ -232,6 +237,24 @@ class DeliveryOut(Schema):
     next_attempt_at = fields.String(metadata={"description": "Empty unless a retry waits."})
     redelivery_of = fields.String()
     attempts = fields.List(fields.Nested(Attempt))
+    waiting_for = fields.Method("_waiting_for", allow_none=True, metadata={
+        "description": "A delivery to an ordered webhook that waits for the one before it "
+                       "(same ordering key): that one's event_id and sequence, and a message; "
+                       "null otherwise.",
+        "type": "object", "nullable": True})
+
+    def _waiting_for(self, delivery: Any) -> dict[str, Any] | None:
+        found = delivery.waiting if delivery.status == "pending" else None
+        if found is None:
+            return None
+        event_id, sequence = found
+        return {"event_id": event_id, "sequence": sequence,
+                "message": waiting_message(event_id, sequence)}
+
+
+def waiting_message(event_id: str, sequence: int) -> str:
+    """Why a delivery to an ordered webhook waits (the API's and the portal's words)."""
+    return f"waiting for {event_id} (sequence {sequence}) to finish"
 
 
 class DeliveryPage(Schema):
@@ -285,7 +308,8 @@ def present_webhook(endpoint: Endpoint, *, with_secret: bool = False) -> dict[st
         "created_at": endpoint.created_at, "updated_at": endpoint.updated_at,
     }
     if endpoint.kind == WEBHOOK:
-        view.update(rate_limit=endpoint.rate_limit or None, headers=endpoint.headers,
+        view.update(ordered=endpoint.ordered,
+                    rate_limit=endpoint.rate_limit or None, headers=endpoint.headers,
                     filter=endpoint.filter or None, signature_scheme=endpoint.signature_scheme)
     if endpoint.previous_secret:
         view["secret_expires_previous_at"] = utc_iso(endpoint.previous_secret_until)

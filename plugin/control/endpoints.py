@@ -109,6 +109,7 @@ def create_webhook(
     headers: Mapping[str, str] | None = None,
     filter: Mapping[str, Any] | None = None,
     signature_scheme: str = HMAC_SHA256,
+    ordered: bool = False,
 ) -> Endpoint:
     """A new named webhook. ``url_checked``: the caller already ran :func:`check_target_url`
     on ``url`` (it may cost a DNS lookup; once is enough)."""
@@ -127,6 +128,7 @@ def create_webhook(
         owner=bot.owner, name=name, url=url, secret=key,
         events=chosen_events, custom_params=params, active=active,
         created_at=stamp, updated_at=stamp, rate_limit=limit, headers=extra, filter=condition,
+        ordered=bool(ordered),
     )
     try:
         store.create_webhook(endpoint, settings.max_webhooks_per_bot)
@@ -204,6 +206,8 @@ def update_webhook(
         fields["headers"] = options.check_headers(changes["headers"])
     if "filter" in changes:
         fields["filter"] = options.check_filter(changes["filter"])
+    if "ordered" in changes:
+        fields["ordered"] = bool(changes["ordered"])
     if "active" in changes:
         fields["active"] = bool(changes["active"])
         if fields["active"]:
@@ -219,6 +223,10 @@ def update_webhook(
     except NameTaken:
         raise Conflict(f"This chatbot already has a webhook named '{rename}'.",
                        {"name": ["Already used by another webhook of this chatbot."]}) from None
+    if endpoint.ordered and fields.get("ordered") is False:
+        # what waits in its lanes goes now, as any other delivery (after the change: a
+        # delivery claimed from here on is no longer held to an order)
+        store.release_lanes(endpoint.id)
     return _reread(store, bot, endpoint)
 
 

@@ -26,6 +26,9 @@ from ..records import (
     parse_fan_out_item,
 )
 from ..signing import SignatureError, SigningKey, signing_key
+from ..store.deliveries import hash_pairs, lane_ref
+from ..store.keys import key_digest
+from ..store.lanes import lane_of
 from .filters import Filter, FilterInvalid
 from .loop_state import LoopState
 from .pacing import HORIZON_MS
@@ -121,6 +124,10 @@ class Claiming(LoopState):
         made = 0
         finished: list[str] = []
         given_back: dict[str, float] = {}
+        taken: list[tuple[str, bool, list[Delivery]]] = []
+        #: The lanes of ordered webhooks to ask about, and the deliveries the answers are for.
+        asks: list[tuple[str, str, str, str]] = []
+        asked: list[Delivery | None] = []
         for item, again in items:
             if made and made >= room:
                 # due again at once; one claimed before keeps the mark that says so, or its
@@ -131,35 +138,71 @@ class Claiming(LoopState):
             loaded = self._events.get(event_id)
             deliveries: list[Delivery] = []
             if loaded is not None:
-                for endpoint in self._endpoints_of(loaded.chatbot_id):
+                endpoints = self._endpoints_of(loaded.chatbot_id)
+                digest = _lane_digest(loaded, endpoints)
+                for endpoint in endpoints:
                     if loaded.name not in endpoint.events:
                         continue
+                    lane = lane_of(endpoint.id, digest) if digest and endpoint.ordered else ""
                     if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
                         continue
                     if endpoint.filter and not self._filter_of(endpoint).matches(loaded.data):
                         if not again:  # counted once, not again after a lost lease
                             self.filtered[loaded.name] += 1
+                        if lane:  # it entered the lane at emit: it leaves, the next may go
+                            asks.append(("l", lane, event_id, ""))
+                            asked.append(None)
                         continue
-                    deliveries.append(Delivery(
+                    delivery = Delivery(
                         id=delivery_id_for(event_id, endpoint.id), event_id=event_id,
                         event=loaded.name, endpoint_id=endpoint.id,
                         chatbot_id=endpoint.chatbot_id, status=PENDING,
-                        created_at=created_at, created_ms=created_ms,
-                    ))
+                        created_at=created_at, created_ms=created_ms, lane=lane,
+                    )
+                    deliveries.append(delivery)
             if again and deliveries:  # a lost lease: skip what was recorded before
                 stored = self.store.recorded_deliveries(event_id, [d.id for d in deliveries])
                 deliveries = [d for d in deliveries if d.id not in stored]
+            for delivery in deliveries:
+                if delivery.lane:
+                    asks.append(("c", delivery.lane, event_id, delivery.id))
+                    asked.append(delivery)
+            taken.append((item, again, deliveries))
+            made += len(deliveries)
+        waiting = self._waiting(asks, asked) if asks else set()
+        for item, again, deliveries in taken:
             if not deliveries:
                 finished.append(item)
                 continue
             self.open_items[item] += len(deliveries)
             self.fanned_out[item] = len(deliveries) if not again else -1
             for delivery in deliveries:
-                self._queue_work(delivery, item, True, now, ready)
-            made += len(deliveries)
+                if delivery.id in waiting:
+                    self._wait_in_lane(delivery, item, finished)
+                else:
+                    self._queue_work(delivery, item, True, now, ready)
         self.later_done.extend(finished)
         self.later_due.update(given_back)
         return made
+
+    def _waiting(self, asks: list[tuple[str, str, str, str]], asked: list[Delivery | None]
+                 ) -> set[str]:
+        """Ask the lanes (one script call) which deliveries to ordered webhooks may go now;
+        the ids of those that must wait, each told which delivery it waits for."""
+        waiting: set[str] = set()
+        for delivery, answer in zip(asked, self.store.check_lanes(asks), strict=True):
+            if delivery is not None and answer.startswith("w:"):
+                delivery.waiting_for = answer[2:]
+                waiting.add(delivery.id)
+        return waiting
+
+    def _wait_in_lane(self, delivery: Delivery, item: str, finished: list[str]) -> None:
+        """Store a delivery that waits in its lane (with the next batch): pending, not due;
+        the one before it makes it due when it is final (see ``store.lanes``)."""
+        self.later_records.append(("n", item, delivery.endpoint_id, delivery.id, "w",
+                                   delivery.history_row(), hash_pairs(delivery),
+                                   lane_ref(delivery)))
+        self._settle(item, finished)
 
     def _queue_work(self, delivery: Delivery, item: str, fresh: bool, now: float,
                     ready: list[Work]) -> None:
@@ -286,6 +329,15 @@ class Claiming(LoopState):
     def _endpoints_of(self, chatbot_id: str) -> list[Endpoint]:
         cached = self._bots.get(chatbot_id)
         return cached[1] if cached else []
+
+
+def _lane_digest(loaded: _Event, endpoints: list[Endpoint]) -> str:
+    """The digest of the event's ordering key when the bot has an ordered webhook ("" else:
+    then no lane is asked about, and the envelope need not be parsed)."""
+    if not any(e.ordered for e in endpoints):
+        return ""
+    key = loaded.data.get("ordering_key")
+    return key_digest(key) if isinstance(key, str) and key else ""
 
 
 @lru_cache(maxsize=4096)

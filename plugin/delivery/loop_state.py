@@ -55,3 +55,7 @@ class LoopState:
         """Give deliveries not attempted back to ``due`` at the given times (ms); the
         recording part does it (``Recording._put_back``), the claiming part needs it too."""
         raise NotImplementedError
+
+    def _settle(self, item: str, finished: list[str]) -> None:
+        """One delivery of a fan-out item is stored (``Recording._settle``)."""
+        raise NotImplementedError

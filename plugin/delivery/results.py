@@ -16,7 +16,7 @@ from functools import partial
 from ..events import new_id, utc_iso
 from ..outbound.sender import Outcome
 from ..records import FAILED, NOT_SENT, PENDING, SUCCEEDED, ZAPIER, Endpoint, now_ms
-from ..store.deliveries import RecordArgs, hash_pairs
+from ..store.deliveries import RecordArgs, hash_pairs, lane_ref
 from ..store.tally import Tally
 from .attempt_log import answered_gone, attempt_failed, deactivated
 from .dispatch_policy import HOLD_SECONDS
@@ -71,7 +71,7 @@ class Recording(LoopState):
                 delivery = work.delivery
                 delivery.next_attempt_at = utc_iso(due / 1000)
                 stored.append(("n", work.item, delivery.endpoint_id, delivery.id, str(due),
-                               delivery.history_row(), hash_pairs(delivery)))
+                               delivery.history_row(), hash_pairs(delivery), lane_ref(delivery)))
                 self._settle(work.item, finished)
 
     # -- results -----------------------------------------------------------------------------
@@ -192,12 +192,13 @@ class Recording(LoopState):
         re-scored or removed after the update."""
         delivery = work.delivery
         delivery.status = status
+        delivery.waiting_for = ""  # attempted (or closed): it waits for nothing any more
         if status != PENDING:
             delivery.next_attempt_at = ""
         at = str(due) if status == PENDING and due is not None else ""
         pairs = hash_pairs(delivery) if at else b""
         records.append(("n" if work.fresh else "u", work.item, delivery.endpoint_id,
-                        delivery.id, at, delivery.history_row(), pairs))
+                        delivery.id, at, delivery.history_row(), pairs, lane_ref(delivery)))
         if work.fresh:
             self._settle(work.item, finished)
 

@@ -41,16 +41,18 @@ LOAD_ENTRIES = (f'INSERT INTO "{ENTRIES}" SELECT value FROM '
                 "jsonb_array_elements(CAST(%(deliveries)s AS jsonb))")
 
 _UPDATED = ("event_id", "event", "endpoint_id", "chatbot_id", "status", "attempt_count",
-            "next_attempt_ms", "redelivery_of")
+            "next_attempt_ms", "redelivery_of", "waiting_for")
 
 DELIVERIES = f"""
 INSERT INTO "{deliveries.name}" (id, created_ms, event_id, event, endpoint_id, chatbot_id,
-                                 status, attempt_count, next_attempt_ms, redelivery_of)
+                                 status, attempt_count, next_attempt_ms, redelivery_of,
+                                 waiting_for)
 SELECT DISTINCT ON (d->>0, CAST(d->>6 AS bigint))
        d->>0, CAST(d->>6 AS bigint), d->>1, d->>2, d->>3, d->>4, d->>5,
        jsonb_array_length(d->9),
        CASE WHEN d->>5 = 'pending' AND coalesce(d->>7, '') <> '' THEN {_ms("d->>7")} END,
-       NULLIF(d->>8, '')
+       NULLIF(d->>8, ''),
+       CASE WHEN d->>5 = 'pending' THEN NULLIF(d->>10, '') END
 FROM "{ENTRIES}"
 WHERE CAST(d->>6 AS bigint) >= %(first)s
 ORDER BY d->>0, CAST(d->>6 AS bigint), jsonb_array_length(d->9) DESC

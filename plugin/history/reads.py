@@ -227,4 +227,4 @@ def _delivery(row: Row[Any], tried: list[dict[str, Any]]) -> Delivery:
         chatbot_id=row.chatbot_id, status=row.status, created_at=utc_iso(row.created_ms / 1000),
         created_ms=row.created_ms, attempts=tried,
         next_attempt_at=utc_iso(row.next_attempt_ms / 1000) if row.next_attempt_ms else "",
-        redelivery_of=row.redelivery_of or "")
+        redelivery_of=row.redelivery_of or "", waiting_for=row.waiting_for or "")

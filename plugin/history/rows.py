@@ -93,7 +93,8 @@ class HistoryBatch:
     def add_delivery(self, row: Any) -> None:
         try:
             (delivery_id, event_id, event, endpoint_id, chatbot_id, status, created_ms,
-             next_attempt_at, redelivery_of, attempts) = row
+             next_attempt_at, redelivery_of, attempts) = row[:10]
+            waiting_for = row[10] if len(row) > 10 else ""  # rows of 0.2 have none
             created = int(created_ms)
         except (TypeError, ValueError):
             return
@@ -107,7 +108,8 @@ class HistoryBatch:
             "attempt_count": len(attempts),
             "next_attempt_ms": (iso_ms(next_attempt_at) or None)
             if status == PENDING and next_attempt_at else None,
-            "redelivery_of": redelivery_of or None}
+            "redelivery_of": redelivery_of or None,
+            "waiting_for": (waiting_for or None) if status == PENDING else None}
         for n, attempt in enumerate(attempts, start=1):
             if not isinstance(attempt, dict):
                 continue

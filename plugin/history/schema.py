@@ -61,6 +61,9 @@ deliveries = Table(
     Column("attempt_count", SmallInteger, nullable=False),
     Column("next_attempt_ms", BigInteger),
     Column("redelivery_of", String),
+    #: While it waits for the delivery before it in its ordered lane: that one's
+    #: ``{event id}|{sequence}`` (migration 0002).
+    Column("waiting_for", String),
     postgresql_partition_by=PARTITIONED,
 )
 #: A webhook's log, newest first.

@@ -42,12 +42,13 @@ log = logging.getLogger("chatbot_webhooks.history")
 
 _EVENT_COLUMNS = ("id", "created_ms", "chatbot_id", "event", "payload")
 _DELIVERY_COLUMNS = ("id", "created_ms", "event_id", "event", "endpoint_id", "chatbot_id",
-                     "status", "attempt_count", "next_attempt_ms", "redelivery_of")
+                     "status", "attempt_count", "next_attempt_ms", "redelivery_of",
+                     "waiting_for")
 _ATTEMPT_COLUMNS = ("delivery_id", "n", "created_ms", "at_ms", "status", "outcome", "error",
                     "duration_ms", "response")
 #: What a newer (or as new) row of a delivery replaces.
 _UPDATED = ("event_id", "event", "endpoint_id", "chatbot_id", "status", "attempt_count",
-            "next_attempt_ms", "redelivery_of")
+            "next_attempt_ms", "redelivery_of", "waiting_for")
 
 
 def _trim_sql(table: str) -> str:

@@ -46,6 +46,7 @@ class WebhookForm:
     headers: list[ParamRow] = field(default_factory=list)
     filter: str = ""
     signature_scheme: str = "hmac-sha256"
+    ordered: bool = False
     errors: dict[str, list[str]] = field(default_factory=dict)
     #: Errors not tied to one field (a limit reached), listed in the summary only.
     general: list[str] = field(default_factory=list)
@@ -81,7 +82,8 @@ def form_for(endpoint: Endpoint) -> WebhookForm:
         params=[ParamRow(n, param_text(v)) for n, v in endpoint.custom_params.items()],
         rate_limit=str(endpoint.rate_limit) if endpoint.rate_limit else "",
         headers=[ParamRow(n, v) for n, v in endpoint.headers.items()],
-        filter=filter_text(endpoint.filter), signature_scheme=endpoint.signature_scheme)
+        filter=filter_text(endpoint.filter), signature_scheme=endpoint.signature_scheme,
+        ordered=endpoint.ordered)
 
 
 def filter_text(spec: dict[str, Any]) -> str:
@@ -112,7 +114,8 @@ def read_form(posted: MultiDict[str, str], *, creating: bool,
         name=posted.get("name", "").strip(), url=posted.get("url", "").strip(),
         events=posted.getlist("events"), secret=posted.get("secret", "").strip(),
         rate_limit=posted.get("rate_limit", "").strip(), filter=posted.get("filter", ""),
-        signature_scheme=posted.get("signature_scheme", "hmac-sha256"))
+        signature_scheme=posted.get("signature_scheme", "hmac-sha256"),
+        ordered=posted.get("ordered") == "1")
     params: dict[str, Any] = {}
     for name, value in zip(posted.getlist("param_name"), posted.getlist("param_value"),
                            strict=False):
@@ -145,7 +148,7 @@ def read_form(posted: MultiDict[str, str], *, creating: bool,
         form.errors["filter"] = [problem]
     body: dict[str, Any] = {"name": form.name, "url": form.url, "events": form.events,
                             "custom_params": params, "headers": headers, "filter": condition,
-                            "rate_limit": _number(form.rate_limit)}
+                            "rate_limit": _number(form.rate_limit), "ordered": form.ordered}
     if creating and form.secret:
         body["secret"] = form.secret
     if creating:

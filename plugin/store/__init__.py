@@ -36,6 +36,7 @@ from .due import DueSet
 from .endpoints import EndpointStore
 from .events import EventStore
 from .keys import _run
+from .lanes import Lanes
 from .tally import DURATION_SUM, Tally
 
 # KEYS: metrics, the job's last counted batch, then per failed delivery its endpoint's hash and
@@ -85,13 +86,20 @@ return 1
 """
 
 
-class Store(EndpointStore, EventStore, DeliveryLog, DueSet, RateBudgets):
+class Store(EndpointStore, EventStore, DeliveryLog, DueSet, RateBudgets, Lanes):
     """All Redis reads and writes of the plugin. One instance per app (or per worker)."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         super().__init__(redis, prefix)
         self._count_batch = redis.register_script(_COUNT_BATCH)
         self._heartbeat = redis.register_script(_HEARTBEAT)
+
+    def delete_endpoint(self, endpoint: Endpoint) -> None:
+        """Remove an endpoint (see :meth:`EndpointStore.delete_endpoint`); an ordered one's
+        waiting deliveries go with it, as its history does (nothing would ever send them)."""
+        super().delete_endpoint(endpoint)
+        if endpoint.ordered:
+            self.release_lanes(endpoint.id, drop=True)
 
     # -- portal ------------------------------------------------------------------------------
     def shared_key(self, name: str, make: Callable[[], str]) -> str:

@@ -23,15 +23,17 @@ from redis.client import Pipeline
 from ..records import DELIVERY_FIELDS, Delivery, fast_json, now_ms
 from .backlog import Backlog, entry_stem
 from .keys import _run
+from .lanes import RELEASE
 
 #: One delivery of :meth:`DeliveryLog.record`: kind (``n``: the first write of a fan-out
 #: delivery, ``u``: an update of a stored one), the due member whose lease covers it, its
-#: endpoint id, its id, when it is due again (``""``: final), its history row, its hash as
-#: field/value pairs (JSON, only when pending).
-RecordArgs = tuple[str, str, str, str, str, bytes, bytes]
+#: endpoint id, its id, when it is due again (``""``: final; ``"w"``: stored, waiting in its
+#: ordered lane), its history row, its hash as field/value pairs (JSON, only when stored), and
+#: for a delivery of an ordered lane ``{lane}|{event id}`` (else ``""``).
+RecordArgs = tuple[str, str, str, str, str, bytes, bytes, str]
 
 # KEYS: due, backlog, backlog data, metrics. ARGV: prefix, ttl, entry id (without its row
-# count), now, k, then k groups of the seven values of RecordArgs, then the due members that
+# count), now, k, then k groups of the eight values of RecordArgs, then the due members that
 # are done. Records a batch of results in one call:
 #  - a fan-out delivery ("n") is written only while its fan-out member is still due (no other
 #    job finished it), its endpoint exists and it is not recorded yet; pending, it is stored
@@ -40,6 +42,9 @@ RecordArgs = tuple[str, str, str, str, str, bytes, bytes]
 #  - a stored delivery ("u") is written only while it is still stored and its endpoint
 #    exists (one deleted with its webhook must not come back); pending, it is updated and
 #    re-scored, final, it leaves Redis with its member;
+#  - a fan-out delivery waiting in its ordered lane ("w") is stored but not made due, unless
+#    its event heads the lane by now (the one before it finished meanwhile);
+#  - a delivery of an ordered lane that is final lets the next of its lane go (store.lanes);
 #  - each done member leaves due; a fan-out member's event goes with it, into the history;
 #  - every row written goes to the history backlog as one entry.
 # It decides first (reads only), then adds the backlog entry, and only then changes anything:
@@ -47,8 +52,9 @@ RecordArgs = tuple[str, str, str, str, str, bytes, bytes]
 # came first could drop work whose history was never stored. Members change only after the
 # writes of their work, so a refused write leaves them due, redone when their lease ends.
 _RECORD = """
-local prefix, ttl, due = ARGV[1], ARGV[2], KEYS[1]
-local last = 5 + 7 * tonumber(ARGV[5])
+local prefix, ttl, due, now = ARGV[1], ARGV[2], KEYS[1], ARGV[4]
+""" + RELEASE + """
+local last = 5 + 8 * tonumber(ARGV[5])
 local done = {}
 for i = last + 1, #ARGV do done[ARGV[i]] = true end
 local open, endpoints, rows, plan = {}, {}, {}, {}
@@ -60,7 +66,7 @@ local function endpoint_exists(id)
   end
   return known
 end
-for i = 6, last, 7 do
+for i = 6, last, 8 do
   local kind, item, ep, id = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = prefix .. 'dl:' .. id
   local write
@@ -106,13 +112,31 @@ local function schedule(at, member)
   end
 end
 for p, write in ipairs(plan) do
-  local i = 6 + 7 * (p - 1)
+  local i = 6 + 8 * (p - 1)
   local kind, item, id, at = ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
   local key = prefix .. 'dl:' .. id
+  local lane_ref = ARGV[i + 7]
+  if lane_ref ~= '' and at == '' and (write or not endpoint_exists(ARGV[i + 2])) then
+    local bar = string.find(lane_ref, '|', 1, true)
+    release(prefix .. 'lane:' .. string.sub(lane_ref, 1, bar - 1), string.sub(lane_ref, bar + 1))
+  end
   if kind == 'n' then
     if write then
       local event_id = string.match(item, '^f:([^|]*)') or ''
-      if at ~= '' then
+      if at == 'w' then
+        redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
+        local body = redis.call('GET', prefix .. 'ev:' .. event_id)
+        if body then redis.call('HSET', key, 'body', body) end
+        redis.call('EXPIRE', key, ttl)
+        local bar = string.find(lane_ref, '|', 1, true)
+        local lane = prefix .. 'lane:' .. string.sub(lane_ref, 1, bar - 1)
+        local mine = string.sub(lane_ref, bar + 1)
+        redis.call('HSET', lane .. ':ids', mine, id)
+        if redis.call('ZRANGE', lane, 0, 0)[1] == mine or not redis.call('ZSCORE', lane, mine)
+        then
+          schedule(now, 'd:' .. id)
+        end
+      elseif at ~= '' then
         redis.call('HSET', key, unpack(cjson.decode(ARGV[i + 6])))
         local body = redis.call('GET', prefix .. 'ev:' .. event_id)
         if body then redis.call('HSET', key, 'body', body) end
@@ -207,6 +231,12 @@ class DeliveryLog(Backlog):
             pipe.exists(self.delivery_key(delivery_id))
         found = pipe.execute()
         return {d for n, d in enumerate(delivery_ids) if found[2 * n] or found[2 * n + 1]}
+
+
+def lane_ref(delivery: Delivery) -> str:
+    """What the record script needs to let the next delivery of an ordered lane go:
+    ``{lane}|{event id}`` (empty for a delivery in no lane)."""
+    return f"{delivery.lane}|{delivery.event_id}" if delivery.lane else ""
 
 
 def hash_pairs(delivery: Delivery) -> bytes:

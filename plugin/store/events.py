@@ -18,13 +18,16 @@ from redis.client import Pipeline
 
 from ..events import envelope_prefix
 from ..records import fan_out_item, now_ms, text
-from .keys import StoreKeys, _run
+from .keys import StoreKeys, _run, key_digest
 
-# KEYS: event, due, doorbell, metrics, sequence counter, idempotency key. ARGV: envelope (open
-# for its sequence when ARGV[6] is set: see events.envelope_prefix), ttl, fan-out member ('':
-# none), now, counter field ('': not counted), '1' when the event has an ordering key, the
-# counter's ttl, the emit's fingerprint ('': no idempotency key), the event id, the
-# idempotency ttl.
+# KEYS: event, due, doorbell, metrics, sequence counter, idempotency key, the bot's endpoint
+# version, its ordered-webhooks cache, its endpoint set. ARGV: envelope (open for its sequence
+# when ARGV[6] is set: see events.envelope_prefix), ttl, fan-out member ('': none), now,
+# counter field ('': not counted), '1' when the event has an ordering key, the counter's ttl,
+# the emit's fingerprint ('': no idempotency key), the event id, the idempotency ttl, the key
+# prefix, the event's name, the digest of its ordering key.
+# An event with an ordering key enters, with its sequence, the lane of every ordered webhook of
+# the bot that wants it (see store.lanes: in this same step, so lanes are in sequence order).
 # An emit whose idempotency key was used before stores nothing and returns what the first one
 # left ("{event id}|{fingerprint}|{sequence}"); else the event gets the next sequence of its
 # key (same step, so concurrent emits of one key are numbered in the order Redis runs them), is
@@ -41,6 +44,35 @@ if ARGV[6] ~= '' then
   seq = redis.call('INCR', KEYS[5])
   redis.call('EXPIRE', KEYS[5], ARGV[7])
   body = body .. ',"sequence":' .. seq .. '}'
+  local version = redis.call('GET', KEYS[7]) or '0'
+  local cached = redis.call('GET', KEYS[8])
+  local list
+  if cached then
+    local bar = string.find(cached, '|', 1, true)
+    if bar and string.sub(cached, 1, bar - 1) == version then
+      list = string.sub(cached, bar + 1)
+    end
+  end
+  if not list then
+    local found = {}
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+      local v = redis.call('HMGET', ARGV[11] .. 'ep:' .. id, 'kind', 'ordered', 'events')
+      if v[1] == 'webhook' and v[2] == '1' then found[#found + 1] = id .. ' ' .. (v[3] or '') end
+    end
+    list = table.concat(found, '\\n')
+    redis.call('SET', KEYS[8], version .. '|' .. list, 'EX', 3600)
+  end
+  for line in string.gmatch(list, '[^\\n]+') do
+    local space = string.find(line, ' ', 1, true)
+    local id = string.sub(line, 1, space - 1)
+    if string.find(line, '"' .. ARGV[12] .. '"', space, true) then
+      local lane = ARGV[11] .. 'lane:' .. id .. ':' .. ARGV[13]
+      redis.call('ZADD', lane, seq, ARGV[9])
+      redis.call('EXPIRE', lane, ARGV[2])
+      redis.call('SADD', ARGV[11] .. 'lanes:' .. id, ARGV[13])
+      redis.call('EXPIRE', ARGV[11] .. 'lanes:' .. id, ARGV[2])
+    end
+  end
 end
 redis.call('SET', KEYS[1], body, 'EX', ARGV[2])
 if ARGV[3] ~= '' then
@@ -123,15 +155,19 @@ class EventStore(StoreKeys):
             body = envelope_prefix(body)
         event_key = self.event_key(event["id"])
         sequence_key = self.sequence_key(chatbot_id, ordering_key) if ordering_key else ""
+        digest = key_digest(ordering_key) if ordering_key else ""
         idem_key = self.idempotency_key(chatbot_id, idempotency.key) if idempotency else ""
         # one script call instead of seven commands: emit's cost is mostly per command
         _run(self._add_event,
              [event_key, self.due_key, self.doorbell_key, self.metrics_key,
-              sequence_key or event_key, idem_key or event_key],
+              sequence_key or event_key, idem_key or event_key,
+              self.bot_version_key(chatbot_id), f"{self.prefix}bot:{chatbot_id}:ordered",
+              self.bot_eps_key(chatbot_id)],
              [body, ttl, fan_out_item(event["id"], owner) if fan_out else "", now_ms(), count,
               "1" if ordering_key is not None else "", max(sequence_ttl, 1),
               idempotency.fingerprint if idempotency else "", event["id"],
-              idempotency.ttl if idempotency else 0], target)
+              idempotency.ttl if idempotency else 0, self.prefix, event["event"], digest],
+             target)
         if pipe is None:
             return added(target.execute()[0])
         return None

@@ -71,6 +71,11 @@ def _run(script: Script, keys: list[Any], args: list[Any], client: Redis | Pipel
     return script(keys=keys, args=args, client=client)
 
 
+def key_digest(text: str) -> str:
+    """The digest of an ordering key, as sequence counters and lanes name it."""
+    return _digest(text)
+
+
 def _digest(text: str) -> str:
     """A short, fixed-size stand-in for a caller's text in a key name (128 bits of SHA-256)."""
     return hashlib.sha256(text.encode()).hexdigest()[:32]
