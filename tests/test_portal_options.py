@@ -142,3 +142,23 @@ def test_rotating_to_ed25519_shows_the_new_public_key_not_a_secret(
     assert public_key(now.secret) in shown and now.secret not in shown
     assert "New key made" in shown and ">Rotate key</button>" in shown
     assert "The previous secret also signs until" in shown  # the old HMAC one
+
+
+def test_deliver_in_order_is_a_checkbox_of_the_settings(app: Flask, client: FlaskClient,
+                                                       alice: Owner) -> None:
+    bot = alice.bots["booking"]
+    token = open_portal(app, client, "alice")
+    form = client.get(f"/portal/bots/{bot}/webhooks/new").get_data(as_text=True)
+    assert '<label for="ordered">Deliver in order</label>' in form
+    status, page = add(client, bot, token, events=["booking.created"], ordered="1")
+    assert status == 303
+    (hook,) = get_state(app).store.webhooks_of(bot)
+    assert hook.ordered
+    assert "in order: one at a time per booking or conversation" in page
+    assert 'name="ordered" type="checkbox" value="1" checked' in page
+    saved = client.post(f"/portal/bots/{bot}/webhooks/{hook.id}/save", data={
+        "csrf_token": token, "name": "crm", "url": "http://127.0.0.1:9/hook",
+        "events": ["booking.created"]})  # the box left unticked
+    assert saved.status_code == 303
+    now = get_state(app).store.get_endpoint(hook.id)
+    assert now is not None and not now.ordered
