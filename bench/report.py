@@ -56,6 +56,7 @@ def rows(results: dict[str, Any], cores: int) -> list[Row]:
     out.extend(_throughput_rows(results, ceiling, own, cores))
     out.extend(_metrics_rows(results))
     out.extend(_options_rows(results))
+    out.extend(_ordered_rows(results))
     if "latency" in results:
         lat = results["latency"]
         out.append(Row("(3) latency emit -> receipt at 100 events/s: p50",
@@ -289,6 +290,27 @@ def _options_rows(results: dict[str, Any]) -> list[Row]:
         shown += f" (rounds {min(rounds):.0%}-{max(rounds):.0%})"
     return [Row("(2b) throughput (2) to a webhook with a filter and two custom headers",
                 f"{rate:,.0f} deliveries/s", shown, ">= 95 % of (2)", ratio >= 0.95)]
+
+
+def _ordered_rows(results: dict[str, Any]) -> list[Row]:
+    """(13) An ordered webhook: 1,000 keys x 20 events against the same backlog unordered in
+    the same rounds; one key of 1,000 events (one delivery at a time)."""
+    out: list[Row] = []
+    if "ordered" in results and "ordered_base" in results:
+        rate = _median(results["ordered"], "rate")
+        base = _median(results["ordered_base"], "rate")
+        rounds = _per_round(results["ordered"], results["ordered_base"], "rate")
+        shown = f"{rate / base:.0%} of the same backlog unordered ({base:,.0f}/s)" + (
+            f" (rounds {min(rounds):.0%}-{max(rounds):.0%})" if len(rounds) > 1 else "")
+        out.append(Row("(13) ordered webhook, 1,000 keys x 20 events", f"{rate:,.0f} deliveries/s",
+                       shown, ">= 80 % of unordered", rate / base >= 0.80 if base else None))
+    if "one_key" in results:
+        one = results["one_key"]
+        out.append(Row("(13) ordered webhook, one key, 1,000 events (one at a time)",
+                       f"{one['rate']:,.0f} deliveries/s",
+                       f"{one['per_delivery_ms']:.2f} ms per delivery, emit order kept",
+                       "(info)", None))
+    return out
 
 
 def _memory_rows(results: dict[str, Any]) -> list[Row]:

@@ -97,6 +97,10 @@ def main() -> None:
                 bench, "throughput_paused", 1, 1, 20_000, WEBHOOKS_HISTORY_WRITER="false"),
                 rounds=True)
             run("fanout", lambda: scenarios.drain(bench, "fanout", 1, 100, 200), rounds=True)
+            run("ordered", lambda: scenarios.ordered(bench, "ordered", 1000, 20, True),
+                rounds=True)
+            run("ordered_base", lambda: scenarios.ordered(bench, "ordered_base", 1000, 20,
+                                                          False), rounds=True)
             run("fanout_paused", lambda: scenarios.drain(
                 bench, "fanout_paused", 1, 100, 200, WEBHOOKS_HISTORY_WRITER="false"),
                 rounds=True)
@@ -115,6 +119,7 @@ def main() -> None:
             run("naive_fork", lambda: scenarios.naive(bench, "fork"), rounds=True)
         print("-- once")
         run("latency", lambda: scenarios.latency(bench))
+        run("one_key", lambda: scenarios.ordered(bench, "one_key", 1, 1000, True))
         run("emit", lambda: {key: statistics.median(values) for key, values in _transpose(
             [scenarios.emit_cost(bench) for _ in range(3)]).items()})
         run("api", lambda: scenarios.api(bench))

@@ -195,14 +195,18 @@ HOOK_OPTIONS: dict[str, Any] = {
 }
 
 
-def preload(state: WebhooksState, bot_ids: list[str], per_bot: int) -> list[str]:
+def preload(state: WebhooksState, bot_ids: list[str], per_bot: int, keys: int = 0
+            ) -> list[str]:
     """Store ``per_bot`` events for each bot (interleaved) as ``emit`` stores them, but not
-    yet due: returns their fan-out items for :func:`release`."""
+    yet due: returns their fan-out items for :func:`release`. With ``keys``, the events take
+    turns over that many ordering keys (numbered and laned as ``emit`` does it)."""
     pipe = state.store.redis.pipeline(transaction=False)
     items = []
-    for _ in range(per_bot):
+    for n in range(per_bot):
         for bot_id in bot_ids:
             envelope = _envelope(bot_id)
+            if keys:
+                envelope["ordering_key"] = f"booking:bk_{n % keys}"
             state.store.add_event(envelope, ttl=state.settings.log_max_age, fan_out=False,
                                   pipe=pipe)
             items.append(fan_out_item(envelope["id"], OWNER))
@@ -482,6 +486,34 @@ def _envelope(bot_id: str) -> dict[str, Any]:
     return build_event(event_id=new_event_id(), event=EVENT, chatbot_id=bot_id,
                        chatbot_type=QUOTE_GENERATION, data=DATA, conversation_id=None,
                        created_at=utc_iso())
+
+
+# -- (13) ordered webhooks ------------------------------------------------------------------------
+
+def ordered(bench: Bench, key: str, keys: int, per_key: int, in_order: bool
+            ) -> dict[str, Any]:
+    """Deliveries/s draining ``keys`` x ``per_key`` events (taking turns over the keys) to one
+    webhook, ordered or not; and, for the ordered one, the receiver's check that each key
+    arrived in sequence order."""
+    settings = bench.settings()
+    state = get_state(bench.app(settings))
+    bot = add_bot(state, "bot-0000")
+    add_hook(state, bot, bench.receiver.url("/fast/0/0"), ordered=in_order)
+    total = keys * per_key
+    with bench.workers(settings) as pool:
+        items = preload(state, [bot.id], total, keys=keys)
+        meter = bench.meter(pool)
+        meter.start()
+        started = release(state, items, bench.cores)
+        stats = bench.receiver.wait_count("fast", total, timeout=600)
+        received = stats["last_ms"] / 1000 - started
+        wait_recorded(state, 120)
+        meter.stop()
+    bench.note(key, meter)
+    return {"rate": total / received, "deliveries": total, "keys": keys,
+            "per_delivery_ms": round(received / total * 1000 * keys, 3),
+            "worker_cpu_us": round(meter.used["workers"] / total * 1e6, 1),
+            "extra_requests": bench.receiver.stats()["fast"] - total}
 
 
 # -- (10) scaling and Redis per delivery ---------------------------------------------------------
