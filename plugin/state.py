@@ -232,6 +232,17 @@ class WebhooksState:
             self.enqueue_pump(pump_id)
         return Emitted(str(envelope["id"]), ordering_key, reply if ordering_key else None)
 
+    def recent_events(self, chatbot_ids: list[str], event: str, limit: int
+                      ) -> list[dict[str, Any]]:
+        """The newest events of this kind of these bots, newest first: those in the history,
+        and each bot's newest one that no endpoint wanted (it was kept as a sample only, see
+        ``emit``). What Zapier's samples and the portal's filter "Try it" show."""
+        found = {e["id"]: e for e in self.history.recent_events(chatbot_ids, event, limit)}
+        for sample in self.store.samples(chatbot_ids, event):
+            found.setdefault(sample["id"], sample)
+        return sorted(found.values(), key=lambda e: (e.get("created_at", ""), e["id"]),
+                      reverse=True)[:limit]
+
     def health(self) -> tuple[dict[str, Any], int]:
         """Readiness: ``({"status", "redis", "workers"}, 200)`` when Redis answers a PING and
         takes a write within ``WEBHOOKS_REDIS_TIMEOUT``, else the same keys with 503 and the

@@ -311,3 +311,15 @@ def drain_history(app: Flask) -> int:
     while writer.step():
         pass
     return writer.written
+
+
+def stored_event(app: Flask, chatbot_id: str, event: str, event_id: str
+                 ) -> dict[str, Any] | None:
+    """An event as emit left it: live (due for its fan-out), or, when no endpoint of its bot
+    wanted it, among the bot's samples (nothing else of it is stored then)."""
+    state = get_state(app)
+    live = state.store.get_event(event_id)
+    if live is not None:
+        return live
+    return next((e for e in state.store.samples([chatbot_id], event) if e["id"] == event_id),
+                None)

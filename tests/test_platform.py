@@ -12,7 +12,7 @@ from chatbot_webhooks import Chatbot, ChatbotWebhooks, get_state
 from flask import Flask, Request
 from redis import Redis
 
-from tests.conftest import QUOTE
+from tests.conftest import QUOTE, stored_event
 
 BOTS = {"plat-bot": Chatbot("plat-bot", QUOTE, "pat", "Platform bot")}
 HOOKS = "/api/v1.0/chatbots/plat-bot/webhooks"
@@ -77,7 +77,7 @@ def test_cli_emit_uses_the_platform_lookup(redis_url: dict[str, Any]) -> None:
     result = runner.invoke(args=["webhooks", "emit", "plat-bot", "quote.created", '{"n": 1}'])
     assert result.exit_code == 0, result.output
     event_id = result.output.strip().splitlines()[-1]
-    stored = get_state(app).store.get_event(event_id)
+    stored = stored_event(app, "plat-bot", "quote.created", event_id)
     assert stored is not None and stored["chatbot"]["id"] == "plat-bot"
     unknown = runner.invoke(args=["webhooks", "emit", "ghost", "quote.created"])
     assert unknown.exit_code == 1

@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import ROOT, Owner, Stack, Workers, wait_until
 from tests.receiver import Receiver, Reply
+from tests.test_delivery import add_hook
 from tests.test_registration import assert_error, snapshot
 
 Z = "/api/v1.0/zapier"
@@ -126,16 +127,19 @@ def test_samples_fall_back_to_the_published_sample(client: FlaskClient, alice: O
 
 
 def test_samples_are_real_recent_events_newest_first(
-    app: Flask, client: FlaskClient, alice: Owner, bob: Owner, workers: Workers
+    app: Flask, client: FlaskClient, alice: Owner, bob: Owner, workers: Workers,
+    receiver: Receiver,
 ) -> None:
-    """From the history: an event is there once a worker fanned it out (to nobody, here)."""
+    """From the bot's samples (events nobody wanted: only the newest three are kept) and from
+    the history (once a worker fanned an event out), merged, newest first."""
     state = get_state(app)
     workers.start()
-    ids = [state.emit(alice.bots["quote"], "quote.created", {"n": n}) for n in range(3)]
+    ids = [state.emit(alice.bots["quote"], "quote.created", {"n": n}) for n in range(2)]
+    add_hook(client, alice, "quote", receiver.url())  # the next one is wanted: history
+    ids.append(state.emit(alice.bots["quote"], "quote.created", {"n": 2}))
     state.emit(bob.bots["quote"], "quote.created", {"n": "bob"})
     state.emit(alice.bots["data"], "datapoint.created", {"n": "other type"})
-    wait_until(lambda: len(state.history.recent_events(
-        [alice.bots["quote"], bob.bots["quote"], alice.bots["data"]], "quote.created", 9)) == 4)
+    wait_until(lambda: state.history.recent_events([alice.bots["quote"]], "quote.created", 9))
     for query in (f"?chatbot_id={alice.bots['quote']}", ""):
         got = client.get(f"{Z}/samples/quote.created{query}", headers=alice.headers).get_json()
         assert [e["id"] for e in got] == ids[::-1]

@@ -156,7 +156,7 @@ def make_blueprint() -> Blueprint:
             else:
                 bots = [b for b in state.chatbots.list_for_owner(caller())
                         if event in catalogue.events_for(b.type)]
-            found = state.history.recent_events([b.id for b in bots], event, MAX_SAMPLES)
+            found = state.recent_events([b.id for b in bots], event, MAX_SAMPLES)
             return jsonify(found or [load_sample(event)])
 
     return blp

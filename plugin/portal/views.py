@@ -382,7 +382,7 @@ def try_filter(chatbot_id: str, webhook_id: str) -> ResponseReturnValue:
 
 def _latest_sample(state: WebhooksState, bot: Chatbot, event: str) -> tuple[dict[str, Any], bool]:
     """The bot's newest real event of this kind (True), else the published sample (False)."""
-    recent = state.history.recent_events([bot.id], event, 1)
+    recent = state.recent_events([bot.id], event, 1)
     if recent:
         return recent[0], True
     return published.sample_event(event), False

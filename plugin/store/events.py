@@ -21,19 +21,23 @@ from ..records import fan_out_item, now_ms, text
 from .keys import StoreKeys, _run, key_digest
 
 # KEYS: event, due, doorbell, metrics, sequence counter, idempotency key, the bot's endpoint
-# version, its ordered-webhooks cache, its endpoint set. ARGV: envelope (open for its sequence
-# when ARGV[6] is set: see events.envelope_prefix), ttl, fan-out member ('': none), now,
-# counter field ('': not counted), '1' when the event has an ordering key, the counter's ttl,
-# the emit's fingerprint ('': no idempotency key), the event id, the idempotency ttl, the key
-# prefix, the event's name, the digest of its ordering key.
-# An event with an ordering key enters, with its sequence, the lane of every ordered webhook of
-# the bot that wants it (see store.lanes: in this same step, so lanes are in sequence order).
+# version, its endpoints cache, its endpoint set, the event's sample. ARGV: envelope (open for
+# its sequence when ARGV[6] is set: see events.envelope_prefix), ttl, fan-out member ('':
+# none: stored whatever wants it), now, counter field ('': not counted), '1' when the event has
+# an ordering key, the counter's ttl, the emit's fingerprint ('': no idempotency key), the
+# event id, the idempotency ttl, the key prefix, the event's name, the digest of its ordering
+# key.
 # An emit whose idempotency key was used before stores nothing and returns what the first one
-# left ("{event id}|{fingerprint}|{sequence}"); else the event gets the next sequence of its
-# key (same step, so concurrent emits of one key are numbered in the order Redis runs them), is
-# stored, made due for fan-out, rings the doorbell (see Store.ring) and is counted; it returns
-# its sequence (0 without a key).
+# left ("{event id}|{fingerprint}|{sequence}"). Else the event gets the next sequence of its
+# key (same step, so concurrent emits of one key are numbered in the order Redis runs them) and
+# enters the lane of every ordered webhook of the bot that wants it (store.lanes: in this same
+# step, so lanes are in sequence order); it is stored, made due for fan-out and rings the
+# doorbell (see Store.ring) only if some endpoint of the bot wants it: else only the newest
+# three of its kind are kept, as the bot's samples (Zapier's "Test trigger"). It is counted either way and
+# returns its sequence (0 without a key). Which endpoints want what is cached per bot, as
+# "{version}|{id} {ordered 0/1} {events}" lines, re-read when the bot's version changes.
 _ADD_EVENT = """
+local SAMPLES = 3
 if ARGV[8] ~= '' then
   local seen = redis.call('GET', KEYS[6])
   if seen then return seen end
@@ -44,28 +48,33 @@ if ARGV[6] ~= '' then
   seq = redis.call('INCR', KEYS[5])
   redis.call('EXPIRE', KEYS[5], ARGV[7])
   body = body .. ',"sequence":' .. seq .. '}'
-  local version = redis.call('GET', KEYS[7]) or '0'
-  local cached = redis.call('GET', KEYS[8])
-  local list
-  if cached then
-    local bar = string.find(cached, '|', 1, true)
-    if bar and string.sub(cached, 1, bar - 1) == version then
-      list = string.sub(cached, bar + 1)
+end
+local version = redis.call('GET', KEYS[7]) or '0'
+local cached = redis.call('GET', KEYS[8])
+local list
+if cached then
+  local bar = string.find(cached, '|', 1, true)
+  if bar and string.sub(cached, 1, bar - 1) == version then list = string.sub(cached, bar + 1) end
+end
+if not list then
+  local found = {}
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+    local v = redis.call('HMGET', ARGV[11] .. 'ep:' .. id, 'kind', 'ordered', 'events')
+    if v[1] then
+      local ordered = (v[1] == 'webhook' and v[2] == '1') and '1' or '0'
+      found[#found + 1] = id .. ' ' .. ordered .. ' ' .. (v[3] or '')
     end
   end
-  if not list then
-    local found = {}
-    for _, id in ipairs(redis.call('SMEMBERS', KEYS[9])) do
-      local v = redis.call('HMGET', ARGV[11] .. 'ep:' .. id, 'kind', 'ordered', 'events')
-      if v[1] == 'webhook' and v[2] == '1' then found[#found + 1] = id .. ' ' .. (v[3] or '') end
-    end
-    list = table.concat(found, '\\n')
-    redis.call('SET', KEYS[8], version .. '|' .. list, 'EX', 3600)
-  end
-  for line in string.gmatch(list, '[^\\n]+') do
-    local space = string.find(line, ' ', 1, true)
-    local id = string.sub(line, 1, space - 1)
-    if string.find(line, '"' .. ARGV[12] .. '"', space, true) then
+  list = table.concat(found, '\\n')
+  redis.call('SET', KEYS[8], version .. '|' .. list, 'EX', 3600)
+end
+local wanted = ARGV[3] == ''
+for line in string.gmatch(list, '[^\\n]+') do
+  local space = string.find(line, ' ', 1, true)
+  if string.find(line, '"' .. ARGV[12] .. '"', space, true) then
+    wanted = true
+    if seq > 0 and string.sub(line, space + 1, space + 1) == '1' then
+      local id = string.sub(line, 1, space - 1)
       local lane = ARGV[11] .. 'lane:' .. id .. ':' .. ARGV[13]
       redis.call('ZADD', lane, seq, ARGV[9])
       redis.call('EXPIRE', lane, ARGV[2])
@@ -74,11 +83,17 @@ if ARGV[6] ~= '' then
     end
   end
 end
-redis.call('SET', KEYS[1], body, 'EX', ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
-  redis.call('LPUSH', KEYS[3], '1')
-  redis.call('LTRIM', KEYS[3], 0, 15)
+if wanted then
+  redis.call('SET', KEYS[1], body, 'EX', ARGV[2])
+  if ARGV[3] ~= '' then
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+    redis.call('LPUSH', KEYS[3], '1')
+    redis.call('LTRIM', KEYS[3], 0, 15)
+  end
+else
+  redis.call('LPUSH', KEYS[10], body)
+  redis.call('LTRIM', KEYS[10], 0, SAMPLES - 1)
+  redis.call('EXPIRE', KEYS[10], ARGV[2])
 end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
 if ARGV[8] ~= '' then
@@ -161,8 +176,8 @@ class EventStore(StoreKeys):
         _run(self._add_event,
              [event_key, self.due_key, self.doorbell_key, self.metrics_key,
               sequence_key or event_key, idem_key or event_key,
-              self.bot_version_key(chatbot_id), f"{self.prefix}bot:{chatbot_id}:ordered",
-              self.bot_eps_key(chatbot_id)],
+              self.bot_version_key(chatbot_id), self.wants_key(chatbot_id),
+              self.bot_eps_key(chatbot_id), self.sample_key(chatbot_id, event["event"])],
              [body, ttl, fan_out_item(event["id"], owner) if fan_out else "", now_ms(), count,
               "1" if ordering_key is not None else "", max(sequence_ttl, 1),
               idempotency.fingerprint if idempotency else "", event["id"],
@@ -171,6 +186,24 @@ class EventStore(StoreKeys):
         if pipe is None:
             return added(target.execute()[0])
         return None
+
+    def wants_key(self, chatbot_id: str) -> str:
+        """emit's cache of which endpoints of the bot want which events (see _ADD_EVENT)."""
+        return f"{self.prefix}bot:{chatbot_id}:wants"
+
+    def sample_key(self, chatbot_id: str, event: str) -> str:
+        return f"{self.prefix}sample:{chatbot_id}:{event}"
+
+    def samples(self, chatbot_ids: list[str], event: str) -> list[dict[str, Any]]:
+        """The newest events of this kind of each bot that no endpoint wanted (up to three
+        each, kept as the bot's samples, not stored: see _ADD_EVENT)."""
+        if not chatbot_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for chatbot_id in chatbot_ids:
+            pipe.lrange(self.sample_key(chatbot_id, event), 0, -1)
+        return [cast(dict[str, Any], json.loads(raw)) for raws in pipe.execute()
+                for raw in raws]
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         """A live event (one whose fan-out is not done yet)."""

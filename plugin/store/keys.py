@@ -19,6 +19,12 @@ Key layout (``p`` is the configured prefix)::
     p idem:{cid}:{digest}   string "{event id}|{fingerprint}|{sequence}" of an emit with that
                                    idempotency key (digest: of the key), for
                                    WEBHOOKS_IDEMPOTENCY_TTL
+    p sample:{cid}:{ev}     list   the newest three events of that kind no endpoint of the bot
+                                   wanted (not stored otherwise: the bot's Zapier samples)
+    p bot:{cid}:wants       string emit's cache: "{version}|" and a line per endpoint of the
+                                   bot, "{id} {ordered 0/1} {events JSON}"
+    p lane:{ep}:{digest}    zset   an ordered webhook's events of one key still to go (see
+                                   store.lanes, with lane:{...}:ids and lanes:{ep})
     p fo:{eid}              set    while an event's fan-out is open: its deliveries recorded
                                    final (a fan-out redone after a lost lease skips them)
     p dl:{did}              hash   one pending delivery: its state, attempts so far and the

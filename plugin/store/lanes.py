@@ -15,9 +15,9 @@ Key layout (``p`` the prefix; ``{lane}`` is ``{endpoint id}:{digest of the order
     p lane:{lane}       zset   event ids by sequence: the events of this key still to go
     p lane:{lane}:ids   hash   event id -> its delivery's id, once its fan-out stored it
     p lanes:{id}        set    the key digests of endpoint {id}'s lanes (to release them)
-    p bot:{cid}:ordered string "{bot version}|{ordered webhooks and their events}", emit's
-                               cache of which lanes an event enters (re-read when the bot's
-                               endpoints change)
+
+Which lanes an event enters, emit reads from its cache of the bot's endpoints
+(``p bot:{cid}:wants``, see :mod:`.events`).
 
 An event that no delivery of the webhook will carry after all (its filter drops it, the
 webhook stopped wanting its name) leaves its lane at fan-out; a webhook made unordered or
@@ -118,9 +118,6 @@ class Lanes(StoreKeys):
         super().__init__(redis, prefix)
         self._check = redis.register_script(_CHECK)
         self._release_all = redis.register_script(_RELEASE_ALL)
-
-    def ordered_cache_key(self, chatbot_id: str) -> str:
-        return f"{self.prefix}bot:{chatbot_id}:ordered"
 
     def lane_key(self, lane: str) -> str:
         return f"{self.prefix}lane:{lane}"
