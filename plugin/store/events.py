@@ -33,9 +33,10 @@ from .keys import StoreKeys, _run, key_digest
 # enters the lane of every ordered webhook of the bot that wants it (store.lanes: in this same
 # step, so lanes are in sequence order); it is stored, made due for fan-out and rings the
 # doorbell (see Store.ring) only if some endpoint of the bot wants it: else only the newest
-# three of its kind are kept, as the bot's samples (Zapier's "Test trigger"). It is counted either way and
-# returns its sequence (0 without a key). Which endpoints want what is cached per bot, as
-# "{version}|{id} {ordered 0/1} {events}" lines, re-read when the bot's version changes.
+# three of its kind are kept, as the bot's samples (Zapier's "Test trigger"). It is counted
+# either way and returns its sequence (0 without a key). Which endpoints want what is cached
+# per bot, as "{version}|{id} {ordered 0/1} {events}" lines, re-read when the bot's version
+# changes.
 _ADD_EVENT = """
 local SAMPLES = 3
 if ARGV[8] ~= '' then
