@@ -240,7 +240,9 @@ class WebhooksState:
         found = {e["id"]: e for e in self.history.recent_events(chatbot_ids, event, limit)}
         for sample in self.store.samples(chatbot_ids, event):
             found.setdefault(sample["id"], sample)
-        return sorted(found.values(), key=lambda e: (e.get("created_at", ""), e["id"]),
+        # by time only: events of one millisecond keep the order they come in (each source is
+        # newest first), as their ids are not ordered within a millisecond (a stable sort)
+        return sorted(found.values(), key=lambda e: e.get("created_at", ""),
                       reverse=True)[:limit]
 
     def health(self) -> tuple[dict[str, Any], int]:

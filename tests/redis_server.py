@@ -5,6 +5,7 @@ never touch anybody's data and can restart it (the AOF test does)."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import socket
@@ -37,10 +38,26 @@ def redis_major_version() -> int:
     return int(found.group(1)) if found else 0
 
 
+# Ports for servers the tests start later (a redis-server, a waitress, a proxy) come from below
+# the kernel's ephemeral range (32768 and up on Linux): a port the kernel hands out for bind(0)
+# is also one it may hand to any process's next outgoing connection, and with several pytest
+# workers on one machine that process is often a test next door, which then holds "our" port
+# before the server has bound it. Below the range only another server can take it.
+_LOWEST, _BELOW_EPHEMERAL = 20000, 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A 127.0.0.1 port nobody listens on now, outside the ephemeral range (see above)."""
+    chooser = random.SystemRandom()
+    for _ in range(200):
+        port = chooser.randrange(_LOWEST, _BELOW_EPHEMERAL)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32767 on 127.0.0.1")
 
 
 class RedisServer:

@@ -598,9 +598,13 @@ def test_a_job_queued_under_the_path_of_an_older_release_still_delivers(
 
     state = get_state(app)
     hook = add_hook(client, alice, "quote", receiver.url())
+    from chatbot_webhooks.events import utc_iso
+
     pipe = state.store.redis.pipeline(transaction=False)  # an event, as 0.1's emit stores it
+    # made yesterday (the old web process queued it before the upgrade): a day whose history
+    # partition the writer has to make first
     envelope = {"id": "evt_0123456789abcdef0123456789", "object": "event",
-                "event": "quote.created", "created_at": "2026-12-03T10:00:00.000Z",
+                "event": "quote.created", "created_at": utc_iso(time.time() - 86_400),
                 "chatbot": {"id": alice.bots["quote"], "type": "Quote Generation"},
                 "data": {"n": 1}}
     state.store.add_event(envelope, ttl=600, owner="alice", pipe=pipe)

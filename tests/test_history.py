@@ -252,7 +252,9 @@ def test_backlog_entries_are_written_as_they_are_and_odd_ones_the_slow_way(
     while the rest of the batch is written."""
     import orjson
 
-    newer, older = delivery(1, status=FAILED, tries=2), delivery(1, status=PENDING, tries=1)
+    at = int(time.time() * 1000)  # one delivery: the same key (id, created_ms) in both entries
+    newer = delivery(1, status=FAILED, tries=2, created_ms=at)
+    older = delivery(1, status=PENDING, tries=1, created_ms=at)
     legacy = delivery(2, endpoint="wh_b")
     legacy.attempts = [{"at": "2026-12-03T10:00:00.000Z", "status": 410, "error": None,
                         "duration_ms": 2, "response": "x" * 300}]
@@ -272,3 +274,23 @@ def test_backlog_entries_are_written_as_they_are_and_odd_ones_the_slow_way(
                            + b'],"e":[]}'])
     assert counts(history) == (1, 2, 3) and history.get_delivery(legacy.id) is None
     assert history.get_delivery(delivery(3).id) is not None
+
+
+def test_an_event_of_a_day_without_a_partition_is_written_and_so_is_the_next_batch(
+    history: History,
+) -> None:
+    """An event of yesterday (a web process still on 0.1, or a backlog that waited out a long
+    database outage) has no partition on PostgreSQL: the fast path fails and rolls back, the
+    slow path makes the day's partition and writes it. The rollback took the temporary tables
+    made in it; the pooled connection must not go on believing they exist (it did: every
+    later write of it failed with "relation does not exist" and the backlog never drained)."""
+    import orjson
+
+    yesterday = int(time.time() * 1000) - 86_400_000
+    old_event = envelope(8, ms=yesterday)
+    entry = b'{"d":[' + delivery(8).history_row() + b'],"e":[' + orjson.dumps(old_event) + b"]}"
+    assert history.write_entries([entry]) == 2
+    assert history.get_event("evt_8") == old_event
+    later = b'{"d":[' + delivery(9).history_row() + b'],"e":[' + orjson.dumps(envelope(9)) + b"]}"
+    assert history.write_entries([later]) == 2
+    assert counts(history) == (2, 2, 2)

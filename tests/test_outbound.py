@@ -32,6 +32,8 @@ from chatbot_webhooks.outbound.sender import (
     check_libcurl,
 )
 
+from tests.redis_server import free_port
+
 HUGE_BYTES = 10 * 1024 * 1024
 
 
@@ -343,10 +345,7 @@ def test_a_timed_out_connection_is_not_reused(
 
 
 def test_connection_refused(make_sender: Callable[..., Sender]) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    outcome = post(make_sender(), f"http://127.0.0.1:{port}/hook")
+    outcome = post(make_sender(), f"http://127.0.0.1:{free_port()}/hook")
     assert (outcome.status, outcome.error, outcome.ok) == (None, "connection refused", False)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from tests.conftest import FAST, Owner, Workers
 from tests.receiver import Receiver
+from tests.redis_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -83,15 +83,10 @@ class Site:
         return get_state(self.app).portal_link(self.owner.name, **kw)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 @pytest.fixture
 def site(make_app: Callable[..., Flask], workers: Workers) -> Iterator[Site]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     app = make_app(**FAST, WEBHOOKS_PUBLIC_URL=base)
     server = make_server("127.0.0.1", port, app, threaded=True)

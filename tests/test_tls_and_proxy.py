@@ -31,6 +31,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Stack, wait_until
 from tests.receiver import Receiver, Reply
+from tests.redis_server import free_port
 from tests.test_delivery import add_hook, emit, final
 from tests.test_outbound import Target, to_loopback
 
@@ -218,7 +219,7 @@ class Proxy:
 
     def __init__(self, folder: Path) -> None:
         self.user, self.password = "hook-user", secrets.token_hex(8)
-        self.inner = _free_port()
+        self.inner = free_port()
         self.log = folder / "proxy.log"
         with self.log.open("wb") as sink:  # the child keeps its own copy
             self.process = subprocess.Popen(
@@ -287,12 +288,6 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
             sock.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     server = Proxy(tmp_path_factory.mktemp("proxy"))
@@ -352,7 +347,7 @@ def test_a_refused_address_never_reaches_the_proxy(
 
 
 def test_an_unreachable_proxy_is_a_proxy_error(make_sender: Callable[..., Sender]) -> None:
-    outcome = post(make_sender(proxy_url=f"http://u:pw@127.0.0.1:{_free_port()}"),
+    outcome = post(make_sender(proxy_url=f"http://u:pw@127.0.0.1:{free_port()}"),
                    "http://127.0.0.1:9/hook")
     assert (outcome.status, outcome.error) == (
         None, "proxy error: connection to the proxy refused")

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -56,6 +57,9 @@ def _trim_sql(table: str) -> str:
     return (f'DELETE FROM "{table}" WHERE endpoint_id = :e AND status <> \'pending\' AND '
             f'(created_ms, id) <= (SELECT created_ms, id FROM "{table}" WHERE endpoint_id = :e '
             "ORDER BY created_ms DESC, id DESC LIMIT 1 OFFSET :keep) RETURNING id, created_ms")
+
+#: Flags in a pooled connection's ``info``: its temporary tables / entries table exist.
+_TEMP_MADE, _ENTRIES_MADE = "chatbot_webhooks_temp", "chatbot_webhooks_entries"
 
 
 class HistoryWrites(Retention):
@@ -96,11 +100,11 @@ class HistoryWrites(Retention):
             purged |= batch.purged
         first = self.first_kept_day(now) * DAY_MS
         params = {"deliveries": rows.decode(), "first": first}
-        with self.engine.begin() as connection:
+        with self._transaction() as connection:
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            if not connection.info.get("chatbot_webhooks_entries"):
+            if not connection.info.get(_ENTRIES_MADE):
                 cursor.execute(entries.MAKE_ENTRIES)
-                connection.info["chatbot_webhooks_entries"] = True
+                connection.info[_ENTRIES_MADE] = True
             written = 0
             if len(envelopes) > 2:  # parsed here (orjson), copied in: cheaper than in SQL
                 batch = HistoryBatch()
@@ -120,6 +124,21 @@ class HistoryWrites(Retention):
             self._trim_touched(connection, touched)
         return max(written, 0) + len(touched)
 
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """``engine.begin()``, forgetting on rollback what the transaction made: temporary
+        tables (and the entries table) created in a transaction that rolls back are gone with
+        it, and a connection that still believed them made would fail every later write with
+        "relation does not exist" (the fast path failing on a day without a partition, then
+        the slow path on the same pooled connection, did)."""
+        with self.engine.begin() as connection:
+            try:
+                yield connection
+            except BaseException:
+                connection.info.pop(_TEMP_MADE, None)
+                connection.info.pop(_ENTRIES_MADE, None)
+                raise
+
     def write(self, batch: HistoryBatch, now_ms: int | None = None) -> int:
         """Write the batch in one transaction; returns the rows written (events, deliveries,
         attempts). Rows of days already past the log age are left out (their partition may
@@ -134,7 +153,7 @@ class HistoryWrites(Retention):
         rows_a = sorted((r for r in batch.attempts.values() if day_of(r["created_ms"]) >= first),
                         key=lambda r: (r["delivery_id"], r["n"], r["created_ms"]))
         self.ensure_days({day_of(r["created_ms"]) for r in (*rows_e, *rows_d)})
-        with self.engine.begin() as connection:
+        with self._transaction() as connection:
             if self.postgresql:
                 self._copy_in(connection, rows_e, rows_d, rows_a)
             else:
@@ -147,13 +166,13 @@ class HistoryWrites(Retention):
     # -- PostgreSQL --------------------------------------------------------------------------
     def _copy_in(self, connection: Connection, rows_e: list[dict[str, Any]],
                  rows_d: list[dict[str, Any]], rows_a: list[dict[str, Any]]) -> None:
-        made = connection.info.setdefault("chatbot_webhooks_temp", False)
+        made = connection.info.setdefault(_TEMP_MADE, False)
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         if not made:
             for table in (events, deliveries, attempts):
                 cursor.execute(f'CREATE TEMP TABLE IF NOT EXISTS "tmp_{table.name}" '
                                f'(LIKE "{table.name}") ON COMMIT DELETE ROWS')
-            connection.info["chatbot_webhooks_temp"] = True
+            connection.info[_TEMP_MADE] = True
         for table, columns, rows in ((events, _EVENT_COLUMNS, rows_e),
                                      (deliveries, _DELIVERY_COLUMNS, rows_d),
                                      (attempts, _ATTEMPT_COLUMNS, rows_a)):
