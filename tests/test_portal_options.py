@@ -61,6 +61,10 @@ def test_refused_options_show_the_apis_words_beside_their_fields(
     assert status == 422 and "data.total: Give one operator" in page
     status, page = add(client, bot, token, filter="{not json")
     assert status == 422 and "The filter is not JSON" in page
+    # read as the API reads a body: absurd nesting and NaN are refused, not a 500
+    for odd in ("[" * 5_000 + "]" * 5_000, '{"data.total": NaN}'):
+        status, page = add(client, bot, token, filter=odd)
+        assert status == 422 and "The filter is not JSON" in page
     status, page = add(client, bot, token, rate_limit="fast")
     assert status == 422 and "Not a valid integer." in page
     status, page = add(client, bot, token, rate_limit="20000")
@@ -117,6 +121,8 @@ def test_try_it_runs_the_filter_on_the_latest_event_of_each_kind(
     assert snapshot(redis) == before
     broken = client.get(url, query_string={"filter": '{"event": 1}'}).get_data(as_text=True)
     assert "event: A path starts with data." in broken and "not tried" in broken
+    deep = client.get(url, query_string={"filter": "[" * 5_000 + "]" * 5_000})
+    assert deep.status_code == 200 and "The filter is not JSON" in deep.get_data(as_text=True)
     # what the events hold is escaped like everything else
     newer = state.emit(bot, "quote.created", {"total": 1, "note": "<script>x</script>"})
     wait_until(lambda: state.history.recent_events([bot], "quote.created", 1)[0]["id"] == newer)

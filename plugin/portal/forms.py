@@ -16,6 +16,7 @@ from typing import Any
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
+from ..api.parsing import strict_loads
 from ..api.schemas import WebhookCreate, WebhookUpdate
 from ..records import Endpoint
 
@@ -93,11 +94,12 @@ def filter_text(spec: dict[str, Any]) -> str:
 
 def parse_filter(text: str) -> tuple[Any, str | None]:
     """The filter typed in the text area, as the API body carries it (None: no filter), or
-    why it is not JSON."""
+    why it is not JSON: read as the API reads a body (no NaN, lone surrogates or absurd
+    nesting, which would otherwise reach the page or the recursion limit as a 500)."""
     if not text.strip():
         return None, None
     try:
-        return json.loads(text), None
+        return strict_loads(text), None
     except ValueError as exc:
         return None, f"The filter is not JSON: {exc}."
 
