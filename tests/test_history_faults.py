@@ -156,3 +156,43 @@ def test_a_worker_killed_mid_batch_loses_nothing_from_the_backlog(
     finally:
         first.stop()
         second.stop()
+
+
+def test_an_entry_the_database_refuses_is_set_aside_and_the_rest_are_written(
+    app: Flask, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Entries are claimed in batches and come back together when a write fails. One the
+    database can never take (here a time past PostgreSQL's bigint) once held back every entry
+    claimed with it, lease after lease; now the batch is written one entry at a time, that one
+    is set aside in Redis with one ERROR line and counted, the others are written. A NUL in a
+    receiver's reply (PostgreSQL's text refuses it) is stored as U+FFFD, not refused."""
+    from chatbot_webhooks.history.writer import HistoryWriter
+    from tests.test_history import delivery
+
+    state = get_state(app)
+    store = state.store
+    good = [delivery(n) for n in range(1, 4)]
+    nul = delivery(4)
+    nul.attempts[0]["response"] = "ok\x00then binary"
+    refused = delivery(5, created_ms=10**20)
+    pipe = store.redis.pipeline(transaction=False)
+    for one in (good[0], refused, good[1], nul, good[2]):
+        store.add_history(pipe, b'{"d":[' + one.history_row() + b'],"e":[]}', 1)
+    pipe.execute()
+    writer = HistoryWriter(store, state.history, state.settings)
+    with caplog.at_level("ERROR", logger="chatbot_webhooks.history"):
+        while writer.step():
+            pass
+    for one in (*good, nul):
+        assert state.history.get_delivery(one.id) is not None, one.id
+    stored = state.history.get_delivery(nul.id)
+    assert stored is not None and stored.attempts[0]["response"] == "ok\ufffdthen binary"
+    assert state.history.get_delivery(refused.id) is None
+    assert store.history_state()[:2] == (0, 0)  # nothing left waiting
+    aside = store.redis.hgetall(store.refused_key)
+    (entry,) = [k for k in aside if not k.endswith(b":why")]
+    assert refused.id.encode() in aside[entry] and aside[entry + b":why"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "set aside" in errors[0].getMessage()
+    scrape = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "chatbot_webhooks_history_refused_total 1.0" in scrape

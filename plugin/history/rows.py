@@ -119,6 +119,13 @@ class HistoryBatch:
                 "at_ms": iso_ms(str(attempt.get("at") or "")),
                 "status": status_code if isinstance(status_code, int) else None,
                 "outcome": attempt_outcome(attempt),
-                "error": attempt.get("error") or None,
+                "error": _no_nul(attempt.get("error")) or None,
                 "duration_ms": float(attempt.get("duration_ms") or 0.0),
-                "response": str(attempt.get("response") or "")[:RESPONSE_CHARS]}
+                "response": _no_nul(str(attempt.get("response") or "")[:RESPONSE_CHARS])}
+
+
+def _no_nul(value: Any) -> Any:
+    """Text PostgreSQL can store: its text type refuses NUL (U+0000), which a receiver's
+    reply may hold; it becomes U+FFFD, as undecodable bytes do."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value \
+        else value

@@ -104,10 +104,41 @@ class HistoryWriter(threading.Thread):
             self._failed(exc)
             self.store.retry_history(ids, self._pause)
             return 0
+        except Exception as exc:  # the database is up but refuses this batch
+            log.warning("the history database refused a batch of %d entries (%s); writing "
+                        "them one at a time", len(entries), describe(exc))
+            return self._one_at_a_time(entries)
         self.store.finish_history(ids)
         self.written += rows
         self._resumed()
         return len(entries)
+
+    def _one_at_a_time(self, entries: list[tuple[str, bytes]]) -> int:
+        """Write a refused batch entry by entry, so one entry the database can never take
+        (claimed with the rest, it came back with the rest at every lease) no longer holds
+        back those claimed with it: it is set aside (``Store.set_aside_history``) with one
+        ERROR line, the others are written. Should the database go away meanwhile, what is
+        left waits as after any failed write."""
+        done = 0
+        for n, (entry, payload) in enumerate(entries):
+            try:
+                rows = self.history.write_entries([payload])
+            except DB_DOWN as exc:
+                self._failed(exc)
+                self.store.retry_history([e for e, _ in entries[n:]], self._pause)
+                return done
+            except Exception as exc:
+                reason = describe(exc)
+                log.error("the history database refuses backlog entry %s (%s); it is set "
+                          "aside in Redis (%s) and the entries after it are written",
+                          entry, reason, self.store.refused_key)
+                self.store.set_aside_history(entry, payload, reason)
+                continue
+            self.store.finish_history([entry])
+            self.written += rows
+            done += 1
+        self._resumed()
+        return done
 
     # -- what is said ------------------------------------------------------------------------
     def _failed(self, exc: BaseException) -> None:

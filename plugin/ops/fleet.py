@@ -14,7 +14,7 @@ from typing import Any
 from ..events import utc_iso
 from ..records import text
 from ..store import Store
-from ..store.backlog import BACKLOG_FIELD
+from ..store.backlog import BACKLOG_FIELD, REFUSED_FIELD
 from ..store.tally import DURATION_BUCKETS, DURATION_SUM, FINISHED, OUTCOMES, bucket_name
 
 
@@ -45,6 +45,8 @@ class Fleet:
     webhooks_disabled: int
     #: History rows (deliveries, events) waiting in Redis to be written to the database.
     history_backlog: int = 0
+    #: Backlog entries the history database refused, set aside in ``p history:refused``.
+    history_refused: int = 0
     events_emitted: dict[str, int] = field(default_factory=dict)
     #: Deliveries a webhook's filter dropped at fan-out, by event name.
     events_filtered: dict[str, int] = field(default_factory=dict)
@@ -91,6 +93,7 @@ def read_fleet(store: Store) -> Fleet:
         else 0.0,
         webhooks_disabled=int(disabled),
         history_backlog=max(0, int(counts.get(BACKLOG_FIELD, 0))),
+        history_refused=int(counts.get(REFUSED_FIELD, 0)),
         events_emitted=emitted,
         events_filtered=filtered,
         attempts={o: int(counts.get(f"attempts:{o}", 0)) for o in OUTCOMES},

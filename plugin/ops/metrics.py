@@ -68,6 +68,10 @@ class FleetCollector(Collector):
         for status, count in fleet.deliveries_finished.items():
             finished.add_metric([status], count)
         yield finished
+        yield CounterMetricFamily(
+            f"{PREFIX}history_refused_total",
+            "History backlog entries the database refused and the writer set aside in Redis "
+            "(history:refused).", value=fleet.history_refused)
         yield HistogramMetricFamily(
             f"{PREFIX}delivery_attempt_duration_seconds",
             "Seconds one delivery attempt took (fixed buckets, see the README).",

@@ -41,12 +41,15 @@ def retry_after(block: bytearray) -> float | None:
 
 
 def excerpt(body: bytearray) -> str:
-    """The start of the (capped) body, decoded leniently, at most 1024 characters."""
+    """The start of the (capped) body, decoded leniently, at most 1024 characters. A NUL
+    becomes U+FFFD like any other byte that is not text: PostgreSQL's text refuses it."""
     if not body:
         return ""
     if len(body) <= _EXCERPT_CHARS:
-        return body.decode("utf-8", errors="replace")
-    return body[:_EXCERPT_BYTES].decode("utf-8", errors="replace")[:_EXCERPT_CHARS]
+        text = body.decode("utf-8", errors="replace")
+    else:
+        text = body[:_EXCERPT_BYTES].decode("utf-8", errors="replace")[:_EXCERPT_CHARS]
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _parse_retry_after(value: str | None) -> float | None:

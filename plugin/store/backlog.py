@@ -32,6 +32,8 @@ from .keys import StoreKeys, _run
 
 #: The counter field (in the metrics hash) of rows waiting in the backlog.
 BACKLOG_FIELD = "history:backlog"
+#: The counter field of backlog entries the database refused and the writer set aside.
+REFUSED_FIELD = "history:refused"
 
 # KEYS: backlog, data, metrics. ARGV: entry id, its rows (JSON), row count, now.
 _ADD = """
@@ -100,6 +102,7 @@ class Backlog(StoreKeys):
         self.backlog_key = f"{prefix}history"
         self.backlog_data_key = f"{prefix}history:data"
         self.written_key = f"{prefix}history:written"
+        self.refused_key = f"{prefix}history:refused"
         self._add_history = redis.register_script(_ADD)
         self._claim_history = redis.register_script(_CLAIM)
         self._finish_history = redis.register_script(_FINISH)
@@ -123,6 +126,17 @@ class Backlog(StoreKeys):
         return int(self._finish_history(
             keys=[self.backlog_key, self.backlog_data_key, self.metrics_key, self.written_key],
             args=[now_ms(), *entries]))
+
+    def set_aside_history(self, entry: str, payload: bytes, reason: str) -> None:
+        """The database refuses this entry whatever is retried: keep it (its payload and why)
+        in ``p history:refused`` for a person to look at, count it (``history:refused``) and
+        take it off the backlog, so the entries behind it are written."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.refused_key, entry, payload)
+        pipe.hset(self.refused_key, f"{entry}:why", reason[:500])
+        pipe.hincrby(self.metrics_key, REFUSED_FIELD, 1)
+        pipe.execute()
+        self.finish_history([entry])
 
     def retry_history(self, entries: Sequence[str], after_s: float) -> None:
         """Writing failed: make the entries due again in ``after_s`` seconds."""
