@@ -209,3 +209,46 @@ def test_an_event_its_filter_drops_leaves_the_lane_and_redeliveries_are_outside_
     wait_until(lambda: len([r for r in receiver.on("/hook")
                             if r.headers["webhook-id"] == kept]) == 2)
     assert last not in {r.headers["webhook-id"] for r in receiver.on("/hook")}
+
+
+def test_an_event_the_webhook_stopped_wanting_before_its_fan_out_leaves_the_lane(
+    tuned: Callable[..., Stack], receiver: Receiver
+) -> None:
+    """The event entered the lane at emit (the webhook wanted it then); by its fan-out the
+    webhook no longer wants its name, so no delivery will ever carry it: it leaves the lane
+    at fan-out, and the next event of its key goes (it used to wait behind it for good)."""
+    stack = tuned()
+    stack.workers.stop()  # the fan-outs wait until the webhook has changed
+    client, owner = stack.client, stack.owner
+    bot = owner.bots["booking"]
+    hook = add_hook(client, owner, "booking", receiver.url(), ordered=True,
+                    events=["booking.created", "booking.rescheduled"])
+    state = get_state(stack.app)
+    state.emit(bot, "booking.created", {"booking_id": "bk_s"})
+    changed = client.patch(f"{HOOKS.format(bot)}/{hook['id']}", headers=owner.headers,
+                           json={"events": ["booking.rescheduled"]})
+    assert changed.status_code == 200, changed.get_data(as_text=True)
+    second = state.emit(bot, "booking.rescheduled", {"booking_id": "bk_s"})
+    stack.workers.start()
+    (got,) = receiver.wait_for(1)
+    assert got.headers["webhook-id"] == second
+    redis = state.store.redis
+    wait_until(lambda: not [k for k in redis.scan_iter(match=f"whk:lane:{hook['id']}:*")
+                            if redis.type(k) == b"zset" and redis.zcard(k)])
+
+
+def test_a_release_passes_over_a_waiting_delivery_that_is_gone(app: Flask, redis: Redis
+                                                                ) -> None:
+    """A delivery waiting in a lane can be gone (its record expired while the key was held
+    up longer than the log age, or it was deleted): it will never be final, so a release
+    passes over it to the next one, which is made due, instead of stopping at it for good."""
+    store = get_state(app).store
+    lane = "wh_gone:abc"
+    key = store.lane_key(lane)
+    redis.zadd(key, {"evt_1": 1, "evt_2": 2, "evt_3": 3})
+    redis.hset(f"{key}:ids", mapping={"evt_2": "dlv_gone", "evt_3": "dlv_here"})
+    redis.hset("whk:dl:dlv_here", "status", "pending")
+    assert store.check_lanes([("l", lane, "evt_1", "")]) == ["left"]
+    assert redis.zrange(key, 0, -1) == [b"evt_3"]
+    assert redis.zscore(store.due_key, "d:dlv_here") is not None
+    assert redis.zscore(store.due_key, "d:dlv_gone") is None

@@ -141,10 +141,13 @@ class Claiming(LoopState):
                 endpoints = self._endpoints_of(loaded.chatbot_id)
                 digest = _lane_digest(loaded, endpoints)
                 for endpoint in endpoints:
-                    if loaded.name not in endpoint.events:
-                        continue
                     lane = lane_of(endpoint.id, digest) if digest and endpoint.ordered else ""
-                    if endpoint.kind == ZAPIER and owner and endpoint.owner != owner:
+                    if loaded.name not in endpoint.events or (
+                            endpoint.kind == ZAPIER and owner and endpoint.owner != owner):
+                        if lane:  # it stopped wanting it since emit: if the event entered
+                            # the lane then, it leaves (else this is a no-op)
+                            asks.append(("l", lane, event_id, ""))
+                            asked.append(None)
                         continue
                     if endpoint.filter and not self._filter_of(endpoint).matches(loaded.data):
                         if not again:  # counted once, not again after a lost lease

@@ -131,13 +131,15 @@ class HistoryWrites(Retention):
         it, and a connection that still believed them made would fail every later write with
         "relation does not exist" (the fast path failing on a day without a partition, then
         the slow path on the same pooled connection, did)."""
-        with self.engine.begin() as connection:
-            try:
+        info: dict[Any, Any] = {}
+        try:
+            with self.engine.begin() as connection:
+                info = connection.info
                 yield connection
-            except BaseException:
-                connection.info.pop(_TEMP_MADE, None)
-                connection.info.pop(_ENTRIES_MADE, None)
-                raise
+        except BaseException:  # the body, or the COMMIT itself
+            info.pop(_TEMP_MADE, None)
+            info.pop(_ENTRIES_MADE, None)
+            raise
 
     def write(self, batch: HistoryBatch, now_ms: int | None = None) -> int:
         """Write the batch in one transaction; returns the rows written (events, deliveries,

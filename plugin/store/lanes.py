@@ -21,7 +21,11 @@ Which lanes an event enters, emit reads from its cache of the bot's endpoints
 
 An event that no delivery of the webhook will carry after all (its filter drops it, the
 webhook stopped wanting its name) leaves its lane at fan-out; a webhook made unordered or
-deleted releases every lane it had (:meth:`Lanes.release_lanes`).
+deleted releases every lane it had (:meth:`Lanes.release_lanes`). A waiting delivery that is
+gone (its record expired while its key was held up past the log age) is passed over by the
+release that reaches it. Not handled: an event whose own record expired before any fan-out
+(workers away for the whole log age) keeps its lanes' later events waiting until the lane
+expires (once its key has no new event for the log age).
 """
 
 from __future__ import annotations
@@ -40,12 +44,19 @@ RELEASE = """
 local function release(lane, event_id)
   if redis.call('ZREM', lane, event_id) == 0 then return end
   redis.call('HDEL', lane .. ':ids', event_id)
-  local following = redis.call('ZRANGE', lane, 0, 0)[1]
-  if following then
+  while true do
+    local following = redis.call('ZRANGE', lane, 0, 0)[1]
+    if not following then return end
     local delivery = redis.call('HGET', lane .. ':ids', following)
-    if delivery and redis.call('EXISTS', prefix .. 'dl:' .. delivery) == 1 then
+    if not delivery then return end  -- not fanned out yet: its fan-out finds it heads
+    if redis.call('EXISTS', prefix .. 'dl:' .. delivery) == 1 then
       redis.call('ZADD', due, now, 'd:' .. delivery)
+      return
     end
+    -- its delivery is gone (expired while it waited, or deleted): it will never be final,
+    -- so it leaves too and the one after it is looked at
+    redis.call('ZREM', lane, following)
+    redis.call('HDEL', lane .. ':ids', following)
   end
 end
 """
