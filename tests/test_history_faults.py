@@ -190,7 +190,7 @@ def test_an_entry_the_database_refuses_is_set_aside_and_the_rest_are_written(
     assert stored is not None and stored.attempts[0]["response"] == "ok\ufffdthen binary"
     assert state.history.get_delivery(refused.id) is None
     assert store.history_state()[:2] == (0, 0)  # nothing left waiting
-    aside = {bytes(k): bytes(v) for k, v in store.redis.hgetall(store.refused_key).items()}
+    aside: dict[bytes, bytes] = store.redis.hgetall(store.refused_key)  # type: ignore[assignment]
     (entry,) = [k for k in aside if not k.endswith(b":why")]
     assert refused.id.encode() in aside[entry] and aside[entry + b":why"]
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
