@@ -37,3 +37,18 @@ def test_a_delivery_survives_its_hash() -> None:
     assert list(stored) == list(DELIVERY_FIELDS)
     assert all(isinstance(v, str) for v in stored.values())  # what Redis hash fields hold
     assert Delivery.from_hash(stored) == delivery
+
+
+def test_fast_loads_reads_what_json_reads_big_integers_included() -> None:
+    """The loop parses stored envelopes with orjson; an integer past 64 bits (Python's json
+    writes them) must come back exact, not as orjson's float, or a body rebuilt from it (custom
+    parameters) would change the platform's number."""
+    from chatbot_webhooks.records import fast_loads
+
+    for text in ('{"a": 123456789012345678901234567890, "b": [1.5, "x"]}',
+                 '{"n": 9223372036854775807, "s": "\\ud83d\\ude00", "t": "1234567890123456789"}',
+                 '{"lone": "\\ud800"}'):
+        assert fast_loads(text.encode()) == json.loads(text)
+        assert fast_loads(text) == json.loads(text)
+    big = fast_loads(b'{"a": 123456789012345678901234567890}')["a"]
+    assert isinstance(big, int) and big == 123456789012345678901234567890

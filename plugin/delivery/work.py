@@ -4,11 +4,10 @@ event as the loop reads it, and the stand-in for the endpoint of a deleted webho
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..records import Delivery, Endpoint
+from ..records import Delivery, Endpoint, fast_loads
 from ..signing import SigningKey
 
 
@@ -43,13 +42,13 @@ class _Event:
 
     @classmethod
     def parse(cls, raw: bytes) -> _Event:
-        data = json.loads(raw)
+        data = fast_loads(raw)
         return cls(raw, data["chatbot"]["id"], data["event"], data)
 
     @property
     def data(self) -> dict[str, Any]:
         if self._data is None:
-            self._data = json.loads(self.raw)
+            self._data = fast_loads(self.raw)
         return self._data
 
 
