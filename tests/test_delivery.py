@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 from chatbot_webhooks import EventNotAllowed, UnknownChatbot, get_state
+from chatbot_webhooks.events import utc_iso
 from flask import Flask
 from flask.testing import FlaskClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -603,8 +604,6 @@ def test_a_job_queued_under_the_path_of_an_older_release_still_delivers(
 
     state = get_state(app)
     hook = add_hook(client, alice, "quote", receiver.url())
-    from chatbot_webhooks.events import utc_iso
-
     pipe = state.store.redis.pipeline(transaction=False)  # an event, as 0.1's emit stores it
     # made yesterday (the old web process queued it before the upgrade): a day whose history
     # partition the writer has to make first

@@ -83,7 +83,6 @@ class Site:
         return get_state(self.app).portal_link(self.owner.name, **kw)
 
 
-
 @pytest.fixture
 def site(make_app: Callable[..., Flask], workers: Workers) -> Iterator[Site]:
     port = free_port()
